@@ -1,0 +1,172 @@
+"""Multiple choice by log-likelihood: the choice whose continuation the model finds most probable wins.
+
+Prompt format (default): `Question: {question}\\nAnswer:` followed by `" " + choice text` — the plain
+continuation scoring of lm-evaluation-harness's ARC/PIQA/MedQA tasks. `choice_format: letter` lists the choices
+as `A. ...` lines and scores `" A"`, `" B"`, ... (MMLU's original form). `chat: true` puts the prompt in a user
+turn of the chat template and scores the choice as the start of the assistant's answer (no delimiter).
+
+Scoring (all three are computed; `scoring` picks the reported one):
+- `raw`: Σ log p(continuation tokens);
+- `per_char`: raw / number of characters of the choice text (lm-eval's `acc_norm`);
+- `per_token`: raw / number of continuation tokens.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from eaft.evaluate.lm import ModelHandle, chat_prompt, continuation_logprobs, encode_pair
+from eaft.evaluate.tasks import (
+    MultipleChoiceOptions,
+    TaskError,
+    TaskOutcome,
+    TaskSpec,
+    field_value,
+    iter_rows,
+    read_jsonl,
+    render,
+    resolve_path,
+)
+
+LETTERS = string.ascii_uppercase
+SCORINGS = ("raw", "per_char", "per_token")
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One question as text pairs: choice i is scored as `continuations[i]` after `contexts[i]`.
+
+    `lengths[i]` is the character count used by per-character normalization (the choice text alone).
+    """
+
+    contexts: list[str]
+    continuations: list[str]
+    lengths: list[int]
+    gold: int
+
+
+def default_prompt(opts: MultipleChoiceOptions) -> str:
+    if opts.prompt is not None:
+        return opts.prompt
+    return "{question}\n{options}\nAnswer:" if opts.choice_format == "letter" else "Question: {question}\nAnswer:"
+
+
+def gold_index(value: Any, n_choices: int, where: str) -> int:
+    """A 0-based index from an int, a digit string or a letter."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    elif isinstance(value, str) and len(value.strip()) == 1 and value.strip().upper() in LETTERS:
+        value = LETTERS.index(value.strip().upper())
+    if not isinstance(value, int) or not 0 <= value < n_choices:
+        raise TaskError(f"{where}: answer must be a 0-based index below {n_choices} or a letter, got {value!r}")
+    return value
+
+
+def row_choices(opts: MultipleChoiceOptions, row: dict[str, Any], where: str) -> list[str]:
+    choices = opts.choices if isinstance(opts.choices, list) else field_value(row, opts.choices, where)
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise TaskError(f"{where}: choices must be a list of at least 2 strings, got {choices!r}")
+    return [str(c) for c in choices]
+
+
+def solved_text(opts: MultipleChoiceOptions, row: dict[str, Any], where: str) -> str:
+    """A few-shot example: the prompt followed by its gold continuation."""
+    item = build_item(opts, row, where, prefix="")
+    return item.contexts[item.gold] + item.continuations[item.gold]
+
+
+def build_item(opts: MultipleChoiceOptions, row: dict[str, Any], where: str, prefix: str = "") -> ChoiceItem:
+    """The text pairs of one row (before any chat templating). `prefix` holds description and few-shot text."""
+    delimiter = "" if opts.chat else opts.target_delimiter
+    if opts.contexts is not None:
+        if opts.continuation is None:
+            raise TaskError(f"{where}: `contexts` needs `continuation` (the shared ending field)")
+        contexts = field_value(row, opts.contexts, where)
+        if not isinstance(contexts, list) or len(contexts) < 2:
+            raise TaskError(f"{where}: {opts.contexts!r} must be a list of at least 2 contexts")
+        ending = str(field_value(row, opts.continuation, where))
+        gold = gold_index(field_value(row, opts.answer, where), len(contexts), where)
+        n = len(contexts)
+        return ChoiceItem([prefix + str(c) for c in contexts], [delimiter + ending] * n, [len(ending)] * n, gold)
+    choices = row_choices(opts, row, where)
+    if opts.choice_format == "letter" and len(choices) > len(LETTERS):
+        raise TaskError(f"{where}: letter format supports at most {len(LETTERS)} choices")
+    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    context = prefix + render(default_prompt(opts), {**row, "options": options}, where)
+    texts = list(LETTERS[: len(choices)]) if opts.choice_format == "letter" else choices
+    gold = gold_index(field_value(row, opts.answer, where), len(choices), where)
+    return ChoiceItem([context] * len(texts), [delimiter + t for t in texts], [len(t) for t in texts], gold)
+
+
+def few_shot_prefix(
+    opts: MultipleChoiceOptions, row: dict[str, Any], pool: list[dict[str, Any]], task: TaskSpec, where: str
+) -> str:
+    """Description, then `few_shot` solved examples (file order, same `few_shot_match` value, never the row)."""
+    parts = [render(opts.description, row, where)] if opts.description else []
+    if opts.few_shot:
+        key = opts.few_shot_match
+        wanted = field_value(row, key, where) if key else None
+        shots = [s for s in pool if s != row and (key is None or s.get(key) == wanted)][: opts.few_shot]
+        if len(shots) < opts.few_shot:
+            which = f" with {key}={wanted!r}" if key else ""
+            raise TaskError(
+                f"{where}: task {task.name!r} asks for {opts.few_shot} few-shot examples{which}, "
+                f"the few-shot file has {len(shots)}"
+            )
+        parts += [solved_text(opts, s, f"{where} (few-shot example)") for s in shots]
+    return "".join(p + "\n\n" for p in parts)
+
+
+def build_items(task: TaskSpec) -> list[tuple[int, ChoiceItem]]:
+    """(line number, item) for the selected rows of the task file."""
+    opts: MultipleChoiceOptions = task.options
+    pool: list[dict[str, Any]] = []
+    if opts.few_shot:
+        pool = read_jsonl(resolve_path(opts.few_shot_path, task.path.parent) if opts.few_shot_path else task.path)
+    items = []
+    for line, row in iter_rows(task.path, task.limit, task.limit_mode):
+        where = f"{task.path}:{line}"
+        items.append((line, build_item(opts, row, where, few_shot_prefix(opts, row, pool, task, where))))
+    return items
+
+
+def choose(logprobs: list[float], item: ChoiceItem, token_counts: list[int]) -> dict[str, int]:
+    """The predicted index under each scoring."""
+    scores = {
+        "raw": logprobs,
+        "per_char": [lp / max(n, 1) for lp, n in zip(logprobs, item.lengths, strict=True)],
+        "per_token": [lp / n for lp, n in zip(logprobs, token_counts, strict=True)],
+    }
+    return {name: max(range(len(s)), key=s.__getitem__) for name, s in scores.items()}
+
+
+def evaluate_multiple_choice(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
+    opts: MultipleChoiceOptions = task.options
+    items = build_items(task)
+    model, tokenizer = handle.load()
+    requests, spans = [], []
+    for _, item in items:
+        start = len(requests)
+        for context, continuation in zip(item.contexts, item.continuations, strict=True):
+            if opts.chat:
+                context = chat_prompt(tokenizer, context)
+            requests.append(encode_pair(tokenizer, context, continuation, add_special_tokens=not opts.chat))
+        spans.append((start, len(requests)))
+    logprobs = continuation_logprobs(
+        model, requests, batch_tokens=opts.batch_tokens, max_length=opts.max_length, desc=task.name
+    )
+    correct = dict.fromkeys(SCORINGS, 0)
+    samples = []
+    for (line, item), (lo, hi) in zip(items, spans, strict=True):
+        preds = choose(logprobs[lo:hi], item, [len(cont) for _, cont in requests[lo:hi]])
+        for name in SCORINGS:
+            correct[name] += preds[name] == item.gold
+        samples.append({"line": line, "gold": item.gold, "pred": preds, "logprobs": logprobs[lo:hi]})
+    n = len(items)
+    metrics = {f"acc_{name}": 100.0 * correct[name] / max(n, 1) for name in SCORINGS}
+    primary = f"acc_{opts.scoring}"
+    return TaskOutcome(metrics[primary], primary, metrics, n, samples, notes=f"scoring: {opts.scoring}")

@@ -1,0 +1,162 @@
+"""Suites: a YAML file grouping tasks into `target` (the domain being learned) and `general` (what must not be
+forgotten), plus an optional `extra` group shown in the table but left out of both averages.
+
+```yaml
+name: math                      # default: the file name
+data_root: ../../../shared/data # relative data paths resolve here (default: the YAML's folder)
+target:
+  - name: gsm8k
+    type: generative
+    path: gsm8k/test.jsonl
+    answer: final
+    limit: 200
+    lm_eval: gsm8k              # used by `--backend lm-eval`
+general:
+  - task: tasks/arc_easy.yaml   # a task file; keys given here override it
+    limit: 100
+```
+
+Entry keys: `name`, `type`, `path`, `task`, `limit`, `limit_mode` (first | spread), `lm_eval`, `lm_eval_metric`,
+`lm_eval_fewshot`; every other key is an option of the task type (see `eaft.evaluate.tasks.OPTIONS`).
+A relative `path` or `few_shot_path` resolves against the `data_root` of the file it is written in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, OPTIONS, TaskError, TaskSpec, parse_options, resolve_path, suggest
+
+ENTRY_KEYS = ("name", "type", "path", "task", "limit", "limit_mode", "lm_eval", "lm_eval_metric", "lm_eval_fewshot")
+SUITE_KEYS = ("name", "data_root", *GROUPS)
+NEEDS_PATH = ("multiple_choice", "generative", "ifeval")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    source: Path
+    tasks: tuple[TaskSpec, ...]
+
+    def group(self, name: str) -> list[TaskSpec]:
+        return [t for t in self.tasks if t.group == name]
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TaskError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise TaskError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _data_root(data: dict[str, Any], path: Path) -> Path:
+    return resolve_path(data["data_root"], path.parent) if data.get("data_root") else path.parent
+
+
+def _resolved_paths(entry: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`path` and `few_shot_path` made absolute against `root`."""
+    out = dict(entry)
+    for key in ("path", "few_shot_path"):
+        if out.get(key):
+            out[key] = str(resolve_path(out[key], root))
+    return out
+
+
+def _merged_entry(entry: dict[str, Any], suite_root: Path, where: str) -> dict[str, Any]:
+    """A suite entry with its referenced task file (if any) underneath it."""
+    merged: dict[str, Any] = {}
+    if "task" in entry:
+        task_path = resolve_path(entry["task"], suite_root)
+        task_data = _load_yaml(task_path)
+        if "task" in task_data:
+            raise TaskError(f"{task_path}: a task file cannot reference another task file")
+        merged = _resolved_paths(
+            {k: v for k, v in task_data.items() if k != "data_root"}, _data_root(task_data, task_path)
+        )
+        merged.setdefault("name", task_path.stem)
+    merged.update(_resolved_paths({k: v for k, v in entry.items() if k != "task"}, suite_root))
+    return merged
+
+
+def _limit(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TaskError(f"{where}: limit must be a positive integer, got {value!r}")
+    return value
+
+
+def build_task(entry: dict[str, Any], group: str, where: str) -> TaskSpec:
+    """A TaskSpec from a merged entry (task file keys overridden by the suite's)."""
+    kind = entry.get("type")
+    if kind is None and not entry.get("lm_eval"):
+        raise TaskError(f"{where}: a task needs `type` (one of {sorted(OPTIONS)}) or an `lm_eval` task name")
+    if kind is not None and kind not in OPTIONS:
+        raise TaskError(
+            f"{where}: unknown task type {kind!r}{suggest(str(kind), list(OPTIONS))}; valid: {sorted(OPTIONS)}"
+        )
+    name = entry.get("name") or entry.get("lm_eval")
+    if not name:
+        raise TaskError(f"{where}: a task needs a `name`")
+    if kind in NEEDS_PATH and not entry.get("path"):
+        raise TaskError(f"{where}: task {name!r} of type {kind} needs `path` (its JSONL file)")
+    mode = entry.get("limit_mode", "first")
+    if mode not in LIMIT_MODES:
+        raise TaskError(f"{where}: limit_mode must be one of {LIMIT_MODES}, got {mode!r}")
+    raw_options = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+    if kind is None and raw_options:
+        raise TaskError(f"{where}: options {sorted(raw_options)} need a task `type`")
+    options = parse_options(kind, raw_options, f"{where} (task {name!r})") if kind else None
+    return TaskSpec(
+        name=str(name),
+        type=kind,
+        group=group,
+        path=Path(entry["path"]) if entry.get("path") else None,
+        options=options,
+        limit=_limit(entry.get("limit"), where),
+        limit_mode=mode,
+        lm_eval=entry.get("lm_eval"),
+        lm_eval_metric=entry.get("lm_eval_metric"),
+        lm_eval_fewshot=entry.get("lm_eval_fewshot"),
+        source=where,
+    )
+
+
+def load_suite(path: str | Path, *, limit: int | None = None) -> Suite:
+    """Parse and validate a suite file. `limit` caps every task's item count (the smaller limit wins)."""
+    path = Path(path)
+    data = _load_yaml(path)
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise TaskError(f"{path}: unknown key {key!r}{suggest(key, list(SUITE_KEYS))}; valid: {list(SUITE_KEYS)}")
+    root = _data_root(data, path)
+    tasks: list[TaskSpec] = []
+    for group in GROUPS:
+        entries = data.get(group) or []
+        if not isinstance(entries, list):
+            raise TaskError(f"{path}: `{group}` must be a list of tasks")
+        for i, entry in enumerate(entries):
+            where = f"{path}: {group}[{i}]"
+            if not isinstance(entry, dict):
+                raise TaskError(f"{where}: expected a mapping, got {entry!r}")
+            task = build_task(_merged_entry(entry, root, where), group, where)
+            if limit is not None:
+                task = dataclasses.replace(task, limit=min(task.limit or limit, limit))
+            tasks.append(task)
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise TaskError(f"{path}: task names must be unique, repeated: {duplicates}")
+    if not tasks:
+        raise TaskError(f"{path}: no tasks (add entries under `target` and/or `general`)")
+    return Suite(name=str(data.get("name") or path.stem), source=path, tasks=tuple(tasks))
