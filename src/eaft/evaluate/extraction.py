@@ -1,9 +1,9 @@
 """Final-answer extraction and numeric comparison for generative exact-match tasks (GSM8K, AIME style).
 
-`auto` tries, in order: the text after the last `####`, the last `\\boxed{...}` (nested braces allowed), the
-last number in the text. A number may carry thousands commas (`1,234`), a sign, a decimal part, a `$` or a
-trailing `%`; `\\frac{a}{b}` and `a/b` inside a box are read as fractions. Failing extraction gives None, which
-scores as wrong.
+`auto` tries, in order: the first number after the last `####` (on its line), the last `\\boxed{...}`
+(nested braces allowed), the last number in the text. A number may carry thousands commas (`1,234`), a sign,
+a decimal part, a `$` or a trailing `%`; `\\frac{a}{b}` and `a/b` inside a box are read as fractions.
+Failing extraction gives None, which scores as wrong.
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ def parse_number(text: str) -> float | None:
     return None
 
 
-def last_number(text: str) -> float | None:
+def last_number(text: str, *, first: bool = False) -> float | None:
+    """The last (or first) number in free text."""
     matches = NUMBER.findall(text)
     if not matches:
         return None
-    return parse_number(matches[-1].replace("$", "").replace(" ", ""))
+    return parse_number(matches[0 if first else -1].replace("$", "").replace(" ", ""))
 
 
 def extract_answer(text: str, method: str = "auto") -> float | None:
@@ -62,7 +63,7 @@ def extract_answer(text: str, method: str = "auto") -> float | None:
         tail = text.rsplit("####", 1)[1].strip()
         first_line = tail.splitlines()[0] if tail else ""
         value = parse_number(first_line)
-        return value if value is not None else last_number(first_line)
+        return value if value is not None else last_number(first_line, first=True)
     if method in ("auto", "boxed"):
         boxes = boxed_contents(text)
         if boxes:
