@@ -1,0 +1,270 @@
+"""`eaft train` configuration: our typed fields beside `transformers.TrainingArguments`.
+
+A config is a flat mapping. YAML gives the defaults, `key=value` on the command line overrides them (values are
+parsed with `yaml.safe_load`, so `lora_rank=16`, `bf16=true`, `lora_target=[q_proj,v_proj]` work). Objective
+parameters go in `objective_args: {alpha: 2}`, or on the command line as `objective_args.alpha=2`. Each key's help
+is written once, in the field's metadata, and `eaft train --help` prints all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FINETUNING = ("lora", "full")
+FUSED = ("auto", "true", "false")
+LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the key and what was expected."""
+
+
+def opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors the field metadata key
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EaftArguments:
+    """The fields of `eaft train` that `transformers.TrainingArguments` does not have."""
+
+    model: str = opt(
+        "default", "Hub id or local folder of a causal LM; 'default' = the embedded SmolLM2-135M-Instruct."
+    )
+    dtype: str = opt("float32", "Weights dtype: float32, bfloat16 or float16.")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub (passed to from_pretrained).")
+    dataset: str = opt(
+        "house_calc",
+        "A JSON/JSONL/parquet file or folder, a dataset shipped with eaft (house_calc), a LLaMA-Factory "
+        "dataset_info.json name (with dataset_dir), or a hub dataset id. Comma-separate several.",
+    )
+    dataset_dir: str | None = opt(None, "Folder with a LLaMA-Factory dataset_info.json naming the datasets.")
+    data_format: str = opt("auto", "Row format: auto, alpaca, sharegpt, messages or prompt_completion.")
+    max_samples: int | None = opt(None, "Use only the first N rows of each dataset.")
+    val_size: float = opt(
+        0.0, "Rows held out from the end of the data for the before/after CE in report.md: a count (>= 1) or fraction."
+    )
+    cutoff_len: int = opt(1024, "Keep the first cutoff_len tokens of each conversation.")
+    packing: bool = opt(False, "Pack several conversations into each row of cutoff_len tokens (no cross-attention).")
+    objective: str = opt("sft", "Training objective by registry name: sft, eaft, masked_sft, dft, sft_kl, flow, talr.")
+    objective_args: dict = opt({}, "Parameters of the objective, e.g. {alpha: 2} (see the objective list below).")
+    finetuning: str = opt("lora", "'lora' (PEFT adapters; the base model is frozen) or 'full'.")
+    lora_rank: int = opt(8, "LoRA rank r.")
+    lora_alpha: float | None = opt(None, "LoRA scaling alpha (default 2 × lora_rank).")
+    lora_dropout: float = opt(0.0, "Dropout on the LoRA input.")
+    lora_target: Any = opt("all", "Modules that get adapters: 'all' (every linear layer but lm_head) or names.")
+    fused_loss: str | bool = opt(
+        "auto",
+        "Compute the objective from hidden states with the fused chunked op (no [B,S,V] logits): auto, true, false.",
+    )
+    chunk_size: int = opt(1024, "Label tokens per chunk in the objective's fp32 statistics.")
+    resume: bool = opt(False, "Continue from the last complete checkpoint in output_dir.")
+    overwrite_output_dir: bool = opt(False, "Allow a fresh run into an output_dir that already holds a run.")
+
+    def lora_target_modules(self) -> str | list[str]:
+        target = self.lora_target
+        if isinstance(target, str):
+            target = [t.strip() for t in target.split(",") if t.strip()]
+        if target in (["all"], ["all-linear"]):
+            return "all-linear"
+        return list(target)
+
+
+#: Our defaults for TrainingArguments where Hugging Face's do not suit a fine-tuning CLI.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "output_dir": None,
+    "report_to": "none",
+    "logging_steps": 10,
+    "save_steps": 100,
+    "learning_rate": 1e-4,
+    "per_device_train_batch_size": 4,
+    "remove_unused_columns": False,
+    "prediction_loss_only": True,
+}
+#: TrainingArguments keys the trainer needs at a fixed value.
+TRAINING_FIXED: dict[str, Any] = {"remove_unused_columns": False}
+
+
+@dataclass
+class TrainConfig:
+    eaft: EaftArguments
+    training: Any  # transformers.TrainingArguments
+    raw: dict[str, Any]  # the merged mapping, as written to the run directory
+
+
+def our_fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(EaftArguments)}
+
+
+def training_fields() -> dict[str, dataclasses.Field]:
+    from transformers import TrainingArguments
+
+    return {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def valid_keys() -> list[str]:
+    return sorted(set(our_fields()) | set(training_fields()))
+
+
+def unknown_key_error(key: str, where: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.6)
+    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+    return ConfigError(f"{where}: unknown key {key!r}{extra} (eaft train --help lists every key)")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`key=value` strings merged over `config`; `objective_args.alpha=2` sets one objective parameter."""
+    merged = dict(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise ConfigError(f"command line: expected key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"command line: cannot parse the value of {key!r}: {err}") from None
+        head, dot, sub = key.partition(".")
+        if dot:
+            if head != "objective_args":
+                raise ConfigError(f"command line: only objective_args.<name>=value takes a dotted key, got {key!r}")
+            merged["objective_args"] = {**(merged.get("objective_args") or {}), sub: value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option in (str, bool, dict) and isinstance(value, option):
+            return True
+    return False
+
+
+def _accepts(hint: Any, kind: type) -> bool:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) else (hint,)
+    return kind in options
+
+
+def coerce_numbers(values: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """YAML reads `1e-4` (no dot) as a string; turn such strings into the float or int a key expects."""
+    out = dict(values)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if not isinstance(value, str) or hint is None or _accepts(hint, str):
+            continue
+        for kind in (int, float):
+            if _accepts(hint, kind):
+                try:
+                    out[key] = kind(value) if kind is float else int(value)
+                    break
+                except ValueError:
+                    continue
+    return out
+
+
+def check_our_values(values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(EaftArguments)
+    for key, value in values.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{where}: {key}={value!r} has the wrong type (expected {hints[key]})")
+    choices = {"finetuning": FINETUNING, "fused_loss": FUSED}
+    for key, allowed in choices.items():
+        if key in values and str(values[key]).lower() not in allowed:
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {values[key]!r}")
+
+
+def default_output_dir(objective: str) -> str:
+    import time
+
+    return str(Path("runs") / f"{objective}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def split_config(merged: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(our values, TrainingArguments values); an unknown key is an error naming the closest valid key."""
+    ours, training = {}, {}
+    ours_known, training_known = our_fields(), training_fields()
+    for key, value in merged.items():
+        if key in ours_known:
+            ours[key] = value
+        elif key in training_known:
+            training[key] = value
+        else:
+            raise unknown_key_error(key, where)
+    return ours, training
+
+
+def check_conflicts(ours: dict[str, Any], training: dict[str, Any], where: str) -> None:
+    finetuning = str(ours.get("finetuning", "lora")).lower()
+    if finetuning == "full":
+        stray = [key for key in LORA_KEYS if key in ours]
+        if stray:
+            raise ConfigError(f"{where}: {', '.join(stray)} set but finetuning=full (LoRA keys need finetuning=lora)")
+    for key, fixed in TRAINING_FIXED.items():
+        if key in training and training[key] != fixed:
+            raise ConfigError(f"{where}: {key} must be {fixed} for eaft train (got {training[key]!r})")
+    if ours.get("resume") and training.get("resume_from_checkpoint"):
+        raise ConfigError(f"{where}: set either resume=true or resume_from_checkpoint=<path>, not both")
+    if ours.get("resume") and ours.get("overwrite_output_dir"):
+        raise ConfigError(f"{where}: resume=true and overwrite_output_dir=true contradict each other")
+
+
+def build_config(merged: dict[str, Any], where: str) -> TrainConfig:
+    """Validate a merged mapping (our keys and TrainingArguments keys) into a TrainConfig."""
+    from transformers import TrainingArguments
+
+    from eaft.objectives import build_objective
+
+    ours, training = split_config(merged, where)
+    ours = coerce_numbers(ours, typing.get_type_hints(EaftArguments))
+    training = coerce_numbers(training, typing.get_type_hints(TrainingArguments))
+    check_our_values(ours, where)
+    check_conflicts(ours, training, where)
+    args = EaftArguments(**ours)
+    args.finetuning = str(args.finetuning).lower()
+    args.fused_loss = str(args.fused_loss).lower()
+    try:
+        build_objective(args.objective, args.objective_args)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: {err.args[0] if err.args else err}") from None
+    kwargs = {**TRAINING_DEFAULTS, **training}
+    kwargs["output_dir"] = kwargs["output_dir"] or default_output_dir(args.objective)
+    try:
+        training_args = TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    raw = {**{f: getattr(args, f) for f in our_fields()}, **kwargs}
+    return TrainConfig(eaft=args, training=training_args, raw=raw)

@@ -1,0 +1,157 @@
+"""How a batch becomes (loss, StepStats): from materialized logits, or fused from the last hidden states.
+
+Both call the shared objective path, so every objective trains the same way on either; the fused path never builds
+the [B, S, V] logits. The reference model of `sft_kl` is the same model with its LoRA adapters disabled (no
+second copy), or, under full fine-tuning, a frozen copy of the initial model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from eaft.objectives import Objective, StepStats, causal_lm_objective_loss
+
+logger = logging.getLogger(__name__)
+
+#: Config attributes that change logits after the lm_head; the fused op computes plain `hidden @ W.T + b`.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+class Reference:
+    """Frozen reference predictions for `sft_kl`: adapters disabled (LoRA) or a frozen copy (full fine-tuning)."""
+
+    def __init__(self, model: torch.nn.Module, lora: bool) -> None:
+        self.lora = lora
+        # Under LoRA the reference is the trained model itself (unwrapped), run with its adapters disabled.
+        self.model = model if lora else copy.deepcopy(model).eval().requires_grad_(False)
+
+    def context(self):
+        return self.model.disable_adapter() if self.lora else contextlib.nullcontext()
+
+
+def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers CausalLM under a PEFT wrapper (LoRA layers stay injected in it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def fused_unsupported_reason(model: torch.nn.Module) -> str | None:
+    """Why the fused op cannot compute this model's objective exactly, or None when it can."""
+    base = base_causal_lm(model)
+    config = getattr(base, "config", None)
+    for attr in LOGIT_TRANSFORMS:
+        value = getattr(config, attr, None)
+        if value not in (None, 0, 0.0, 1, 1.0):
+            return f"the model transforms its logits after lm_head ({attr}={value})"
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if head is None or not isinstance(getattr(head, "weight", None), Tensor):
+        return "the model has no plain lm_head weight"
+    if type(head) is not torch.nn.Linear:
+        return f"lm_head is a {type(head).__name__} (e.g. LoRA on lm_head), not a plain Linear"
+    if not hasattr(base, "get_decoder") or base.get_decoder() is None:
+        return "the model does not expose its decoder body (get_decoder)"
+    return None
+
+
+def fused_available() -> bool:
+    try:
+        from eaft.ops import fused_linear_objective  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class LossPath:
+    """`(model, inputs, labels, static_weights, num_items_in_batch) -> (loss, StepStats, outputs)`."""
+
+    fused = False
+
+    def __init__(self, objective: Objective, *, reference: Reference | None = None, chunk_size: int = 1024) -> None:
+        if objective.needs_reference and reference is None:
+            raise ValueError(f"objective {objective.name!r} needs a reference model")
+        self.objective = objective
+        self.reference = reference
+        self.chunk_size = chunk_size
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Tensor],
+        labels: Tensor,
+        static_weights: Tensor | None,
+        num_items_in_batch: int | Tensor | None,
+    ) -> tuple[Tensor, StepStats, Any]:
+        ref_logits = None
+        if self.objective.needs_reference:
+            with torch.no_grad(), self.reference.context():
+                ref_logits = self.reference.model(**inputs, use_cache=False).logits
+        outputs = model(**inputs, use_cache=False)
+        logits = getattr(outputs, "logits", None)
+        if logits is None:
+            raise ValueError(f"objective {self.objective.name!r} needs the model's logits, but the model returned none")
+        loss, stats = causal_lm_objective_loss(
+            logits,
+            labels,
+            self.objective,
+            ref_logits=ref_logits,
+            static_weights=static_weights,
+            num_items_in_batch=num_items_in_batch,
+            chunk_size=self.chunk_size,
+        )
+        return loss, stats, outputs
+
+
+class FusedLossPath(LossPath):
+    """The decoder body gives the last hidden states; `eaft.ops.fused_linear_objective` does the rest."""
+
+    fused = True
+
+    @staticmethod
+    def hidden_and_head(model: torch.nn.Module, inputs: dict[str, Tensor]) -> tuple[Tensor, torch.nn.Linear]:
+        base = base_causal_lm(model)
+        hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
+        return hidden, base.get_output_embeddings()
+
+    def __call__(self, model, inputs, labels, static_weights, num_items_in_batch):
+        from eaft.ops import fused_linear_objective
+
+        ref = {}
+        if self.objective.needs_reference:
+            with torch.no_grad(), self.reference.context():
+                ref_hidden, ref_head = self.hidden_and_head(self.reference.model, inputs)
+            ref = {"ref_hidden": ref_hidden, "ref_weight": ref_head.weight, "ref_bias": ref_head.bias}
+        hidden, head = self.hidden_and_head(model, inputs)
+        loss, stats = fused_linear_objective(
+            hidden,
+            head.weight,
+            labels,
+            self.objective,
+            bias=head.bias,
+            num_items_in_batch=num_items_in_batch,
+            static_weights=static_weights,
+            **ref,
+        )
+        return loss, stats, None
+
+
+def choose_loss_path(
+    model: torch.nn.Module, objective: Objective, fused_loss: str, *, reference: Reference | None, chunk_size: int
+) -> LossPath:
+    """`fused_loss`: 'true' (refused by name when impossible), 'false', or 'auto' (fused when possible)."""
+    reason = None if fused_available() else "the fused op (eaft.ops) is not installed"
+    reason = reason or fused_unsupported_reason(model)
+    if fused_loss == "true" and reason:
+        raise ValueError(f"fused_loss=true is not possible: {reason}; use fused_loss=false")
+    use_fused = fused_loss == "true" or (fused_loss == "auto" and reason is None)
+    path_cls = FusedLossPath if use_fused else LossPath
+    if use_fused:
+        logger.info("loss path: fused linear+objective from hidden states (objective %s)", objective.name)
+    else:
+        why = "fused_loss=false" if fused_loss == "false" else reason
+        logger.info("loss path: materialized logits (objective %s; %s)", objective.name, why)
+    return path_cls(objective, reference=reference, chunk_size=chunk_size)

@@ -1,0 +1,64 @@
+"""The thin Trainer subclass: the objective's loss (shared path) in compute_loss, its statistics in the logs.
+
+Normalization: Trainer counts the label tokens of the whole gradient-accumulation window (all ranks when
+`average_tokens_across_devices`) into `num_items_in_batch`; each micro-batch returns Σ its token losses /
+num_items_in_batch, so the window's summed loss is Σ token losses / label tokens in the window — exactly, whatever
+the padding or the split into micro-batches. The loss is therefore already scaled for accumulation
+(`loss_is_scaled_for_ga = True`). Under DDP, gradients are averaged over ranks, so the loss is multiplied by the
+number of ranks, as Trainer does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from eaft.objectives import StepStats
+from eaft.train.loss_paths import LossPath
+
+
+def reduce_step_stats(stats: StepStats, accelerator: Any = None) -> StepStats:
+    """Sum the statistics of a logging window over ranks (a no-op on one process). Every rank must call it."""
+    if accelerator is None or getattr(accelerator, "num_processes", 1) <= 1:
+        return stats
+    total = accelerator.reduce(stats.to_tensor(accelerator.device), reduction="sum")
+    return StepStats.from_tensor(total.cpu())
+
+
+class ObjectiveTrainer(Trainer):
+    """`transformers.Trainer` whose loss is a registered objective, logged with its token statistics."""
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args: Any, loss_path: LossPath, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_path = loss_path
+        # Makes Trainer count the window's label tokens into num_items_in_batch (our loss divides by it).
+        self.model_accepts_loss_kwargs = True
+        self.window_stats = StepStats()
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        static_weights = inputs.pop("static_weights", None)
+        loss, stats, outputs = self.loss_path(model, inputs, labels, static_weights, num_items_in_batch)
+        if model.training:
+            self.window_stats = self.window_stats + stats
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the window's token statistics
+            stats = reduce_step_stats(self.window_stats, self.accelerator)
+            self.window_stats = StepStats()
+            logs.update(stats.means())
+        super().log(logs, start_time)
