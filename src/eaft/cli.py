@@ -6,7 +6,9 @@ import importlib
 import sys
 
 #: command -> (module with `main(argv) -> int`, one-line help). Add a line when a command lands.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("eaft.train.cli", "fine-tune a model with any objective (no config: EAFT + LoRA on SmolLM2)"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
