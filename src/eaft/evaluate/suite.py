@@ -18,7 +18,8 @@ general:
 
 Entry keys: `name`, `type`, `path`, `task`, `limit`, `limit_mode` (first | spread), `lm_eval`, `lm_eval_metric`,
 `lm_eval_fewshot`; every other key is an option of the task type (see `eaft.evaluate.tasks.OPTIONS`).
-A relative `path` or `few_shot_path` resolves against the `data_root` of the file it is written in.
+A `task` file is found relative to the suite's folder; a relative `path` or `few_shot_path` resolves against the
+`data_root` of the file it is written in.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def _resolved_paths(entry: dict[str, Any], root: Path) -> dict[str, Any]:
     return out
 
 
-def _merged_entry(entry: dict[str, Any], suite_root: Path, where: str) -> dict[str, Any]:
-    """A suite entry with its referenced task file (if any) underneath it."""
+def _merged_entry(entry: dict[str, Any], suite_dir: Path, data_root: Path) -> dict[str, Any]:
+    """A suite entry with its referenced task file (if any, relative to the suite's folder) underneath it."""
     merged: dict[str, Any] = {}
     if "task" in entry:
-        task_path = resolve_path(entry["task"], suite_root)
+        task_path = resolve_path(entry["task"], suite_dir)
         task_data = _load_yaml(task_path)
         if "task" in task_data:
             raise TaskError(f"{task_path}: a task file cannot reference another task file")
@@ -84,7 +85,7 @@ def _merged_entry(entry: dict[str, Any], suite_root: Path, where: str) -> dict[s
             {k: v for k, v in task_data.items() if k != "data_root"}, _data_root(task_data, task_path)
         )
         merged.setdefault("name", task_path.stem)
-    merged.update(_resolved_paths({k: v for k, v in entry.items() if k != "task"}, suite_root))
+    merged.update(_resolved_paths({k: v for k, v in entry.items() if k != "task"}, data_root))
     return merged
 
 
@@ -149,7 +150,7 @@ def load_suite(path: str | Path, *, limit: int | None = None) -> Suite:
             where = f"{path}: {group}[{i}]"
             if not isinstance(entry, dict):
                 raise TaskError(f"{where}: expected a mapping, got {entry!r}")
-            task = build_task(_merged_entry(entry, root, where), group, where)
+            task = build_task(_merged_entry(entry, path.parent, root), group, where)
             if limit is not None:
                 task = dataclasses.replace(task, limit=min(task.limit or limit, limit))
             tasks.append(task)

@@ -190,9 +190,16 @@ def field_value(row: Mapping[str, Any], name: str, where: str) -> Any:
     return value
 
 
+def _as_text(value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(value)  # e.g. PubMedQA's list of abstract sections
+    return str(value)
+
+
 def render(template: str, row: Mapping[str, Any], where: str) -> str:
-    """Fill `{field}` / `{field.sub}` placeholders from `row` in one pass (values are not re-parsed)."""
-    return _PLACEHOLDER.sub(lambda m: str(field_value(row, m.group(1), where)), template)
+    """Fill `{field}` / `{field.sub}` placeholders from `row` in one pass (values are not re-parsed); a list of
+    strings is joined with newlines."""
+    return _PLACEHOLDER.sub(lambda m: _as_text(field_value(row, m.group(1), where)), template)
 
 
 def iter_rows(path: Path, limit: int | None, mode: str) -> Iterator[tuple[int, dict[str, Any]]]:
