@@ -1,0 +1,234 @@
+"""`eaft report`: the forgetting table — did the fine-tune learn the domain without forgetting?
+
+For each run: per-task scores, Target avg and General avg (plain means over the group's tasks), and against the
+base run Δ Target and Δ General = the mean over the group's tasks that both runs have of (run − base); when
+both runs have the same tasks this is the difference of the averages. A run is on the Pareto front when no
+other run (the base included, at Δ = 0) is at least as good on both deltas and better on one.
+Outputs: `forgetting.md`, `forgetting.json` and `forgetting.png` (Δ Target against Δ General).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from eaft.evaluate.cache import write_json_atomic
+from eaft.evaluate.tasks import GROUPS
+
+
+def load_run(path: str | Path) -> dict[str, Any]:
+    """A run's results.json (given the run directory or the file itself)."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no results.json (expected a directory written by `eaft eval`)")
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(data.get("tasks"), dict):
+        raise ValueError(f"{file}: no `tasks` mapping; not an `eaft eval` results file")
+    data.setdefault("run", file.parent.name)
+    return data
+
+
+def task_columns(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(task, group) in table order: target, general, extra; first appearance within a group."""
+    groups: dict[str, str] = {}
+    for run in runs:
+        for name, record in run["tasks"].items():
+            group = record.get("group")
+            if group not in GROUPS:
+                raise ValueError(f"run {run['run']!r}: task {name!r} has group {group!r}, expected one of {GROUPS}")
+            if groups.setdefault(name, group) != group:
+                raise ValueError(f"task {name!r} is {groups[name]!r} in one run and {group!r} in another")
+    return [(name, group) for g in GROUPS for name, group in groups.items() if group == g]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Names whose (x, y) no other point weakly dominates with one strict improvement (both maximized)."""
+    front = set()
+    for name, (x, y) in points.items():
+        dominated = any(
+            ox >= x and oy >= y and (ox > x or oy > y) for other, (ox, oy) in points.items() if other != name
+        )
+        if not dominated:
+            front.add(name)
+    return front
+
+
+def forgetting_table(base: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table as data: columns, and one row per run (the base first) with scores, averages and deltas."""
+    everyone = [base] + [r for r in runs if r is not base]
+    columns = task_columns(everyone)
+    rows = []
+    for run in everyone:
+        scores = {name: run["tasks"][name]["score"] for name, _ in columns if name in run["tasks"]}
+        row: dict[str, Any] = {
+            "run": run["run"],
+            "model": run.get("model"),
+            "adapter": run.get("adapter"),
+            "scores": scores,
+        }
+        for group, label in (("target", "target"), ("general", "general")):
+            names = [n for n, g in columns if g == group]
+            row[f"{label}_avg"] = _mean([scores[n] for n in names if n in scores])
+            common = [n for n in names if n in scores and n in base["tasks"]]
+            row[f"delta_{label}"] = _mean([scores[n] - base["tasks"][n]["score"] for n in common])
+        rows.append(row)
+    points = {
+        r["run"]: (r["delta_general"], r["delta_target"])
+        for r in rows
+        if r["delta_general"] is not None and r["delta_target"] is not None
+    }
+    front = pareto_front(points)
+    for row in rows:
+        row["pareto"] = row["run"] in front
+    metrics = {}
+    for name, group in columns:
+        record = next(r["tasks"][name] for r in everyone if name in r["tasks"])
+        metrics[name] = {
+            "group": group,
+            "metric": record.get("metric"),
+            "type": record.get("type"),
+            "n": record.get("n"),
+            "notes": record.get("notes", ""),
+        }
+    return {
+        "base": base["run"],
+        "columns": [{"task": n, "group": g} for n, g in columns],
+        "tasks": metrics,
+        "rows": rows,
+    }
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def table_markdown(table: dict[str, Any]) -> str:
+    names = [c["task"] for c in table["columns"]]
+    head = [
+        "run",
+        *[f"{n} ({table['tasks'][n]['group']})" for n in names],
+        "Target avg",
+        "General avg",
+        "Δ Target",
+        "Δ General",
+        "Pareto",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table["rows"]:
+        is_base = row["run"] == table["base"]
+        cells = [
+            row["run"] + (" (base)" if is_base else ""),
+            *[_fmt(row["scores"].get(n)) for n in names],
+            _fmt(row["target_avg"]),
+            _fmt(row["general_avg"]),
+            _fmt(row["delta_target"], True),
+            _fmt(row["delta_general"], True),
+            "★" if row["pareto"] else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Scores are percentages (higher is better). Δ = mean over the group's tasks of (run − base).", ""]
+    for name in names:
+        info = table["tasks"][name]
+        lines.append(
+            f"- **{name}** ({info['group']}, {info['type']}, n={info['n']}): {info['metric']}"
+            + (f"; {info['notes']}" if info["notes"] else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_markdown(summary: dict[str, Any]) -> str:
+    """One run's scores (what `eaft eval` prints and writes to results.md)."""
+    table = forgetting_table(summary, [])
+    adapter = f" + adapter {summary['adapter']}" if summary.get("adapter") else ""
+    title = f"# {summary.get('suite', 'suite')}: {summary.get('model', '?')}{adapter}\n\n"
+    return title + table_markdown(table)
+
+
+def scatter_png(table: dict[str, Any], path: Path) -> Path | None:
+    """Δ Target (y) against Δ General (x), one point per run, the Pareto front joined and starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table["rows"] if r["delta_general"] is not None and r["delta_target"] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.axvline(0, color="0.8", lw=0.8)
+    for row in rows:
+        on_front = row["pareto"]
+        ax.scatter(
+            row["delta_general"],
+            row["delta_target"],
+            s=80 if on_front else 40,
+            marker="*" if on_front else "o",
+            color="tab:red" if on_front else "tab:blue",
+            zorder=3,
+        )
+        ax.annotate(
+            row["run"],
+            (row["delta_general"], row["delta_target"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    front = sorted((r["delta_general"], r["delta_target"]) for r in rows if r["pareto"])
+    if len(front) > 1:
+        ax.plot(*zip(*front, strict=True), color="tab:red", lw=1, ls="--", label="Pareto front", zorder=2)
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("Δ General (points vs base)  → less forgetting")
+    ax.set_ylabel("Δ Target (points vs base)  → more learning")
+    ax.set_title(f"Forgetting vs learning (base: {table['base']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_report(base_dir: str | Path, run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
+    base = load_run(base_dir)
+    runs = [load_run(d) for d in run_dirs if Path(d).resolve() != Path(base_dir).resolve()]
+    names = [base["run"]] + [r["run"] for r in runs]
+    for run, path in zip(runs, [d for d in run_dirs if Path(d).resolve() != Path(base_dir).resolve()], strict=True):
+        if names.count(run["run"]) > 1:  # two run folders with the same name: tell them apart by parent
+            run["run"] = f"{Path(path).resolve().parent.name}/{run['run']}"
+    table = forgetting_table(base, runs)
+    out = Path(out)
+    write_json_atomic(out / "forgetting.json", table)
+    markdown = table_markdown(table)
+    (out / ".forgetting.md.tmp").write_text(markdown, encoding="utf-8")
+    (out / ".forgetting.md.tmp").replace(out / "forgetting.md")
+    scatter_png(table, out / "forgetting.png")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eaft report", description="The forgetting table of eval runs vs a base.")
+    parser.add_argument("runs", nargs="+", help="run directories written by `eaft eval`")
+    parser.add_argument("--base", default=None, help="the base model's run directory (default: the first run)")
+    parser.add_argument("--out", default="forgetting_report", help="output directory")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    base = args.base or args.runs[0]
+    try:
+        table = write_report(base, args.runs, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"eaft report: {err}", file=sys.stderr)
+        return 2
+    print(table_markdown(table))
+    print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, forgetting.png")
+    return 0

@@ -1,0 +1,173 @@
+"""`eaft eval`: run a suite on a model (and adapter), with cached per-task results, into a run directory.
+
+The run directory holds `results.json` (the record `eaft report` reads), `results.md` (this run's table),
+`suite.yaml` (a copy of the suite used) and `samples/<task>.jsonl` (per-item predictions, for inspection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from eaft import __version__
+from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity, write_json_atomic
+from eaft.evaluate.generative import evaluate_generative
+from eaft.evaluate.ifeval import MissingResource, evaluate_ifeval
+from eaft.evaluate.lm import ModelHandle
+from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval
+from eaft.evaluate.multiple_choice import evaluate_multiple_choice
+from eaft.evaluate.self_consistency import evaluate_self_consistency, reference_identity
+from eaft.evaluate.suite import Suite, load_suite
+from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec
+
+BACKENDS = ("native", "lm-eval")
+
+
+def run_native(task: TaskSpec, handle: ModelHandle, cache: ResultCache) -> TaskOutcome:
+    if task.type is None:
+        raise TaskError(f"{task.source}: task {task.name!r} names only an lm-eval task; run it with --backend lm-eval")
+    if task.type == "multiple_choice":
+        return evaluate_multiple_choice(task, handle)
+    if task.type == "generative":
+        return evaluate_generative(task, handle)
+    if task.type == "ifeval":
+        return evaluate_ifeval(task, handle)
+    return evaluate_self_consistency(task, handle, cache)
+
+
+def task_record(task: TaskSpec, outcome: TaskOutcome, backend: str, seconds: float) -> dict[str, Any]:
+    return {
+        "name": task.name,
+        "group": task.group,
+        "type": task.type if backend == "native" else f"lm-eval:{task.lm_eval}",
+        "backend": backend,
+        "score": outcome.score,
+        "metric": outcome.metric,
+        "metrics": outcome.metrics,
+        "n": outcome.n,
+        "notes": outcome.notes,
+        "settings": task.settings() if backend == "native" else {"lm_eval": task.lm_eval, "limit": task.limit},
+        "data": {str(p): file_sha256(p) for p in data_files(task)} if backend == "native" else {},
+        "seconds": round(seconds, 3),
+        "samples": outcome.samples,
+    }
+
+
+def run_suite(
+    suite: Suite, handle: ModelHandle, *, backend: str = "native", cache: ResultCache | None = None
+) -> dict[str, Any]:
+    """Every task's record, from the cache where possible; the model is loaded only if some task misses."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    cache = cache or ResultCache()
+    identity = model_identity(handle.model_name, handle.adapter, handle.dtype)
+    records: dict[str, dict[str, Any]] = {}
+    keys, pending_lm_eval = {}, []
+    for task in suite.tasks:
+        task_backend = "lm-eval" if backend == "lm-eval" and task.lm_eval else "native"
+        extra = reference_identity(task, handle) if task.type == "self_consistency" else None
+        keys[task.name] = key = cache.task_key(identity, task, task_backend, extra)
+        cached = cache.get(key)
+        if cached is not None:
+            records[task.name] = {**cached, "group": task.group, "cached": True}
+            print(f"[eval] {task.name}: cached ({cached['metric']} = {cached['score']:.2f})", file=sys.stderr)
+        elif task_backend == "lm-eval":
+            pending_lm_eval.append(task)
+        else:
+            start = time.perf_counter()
+            outcome = run_native(task, handle, cache)
+            records[task.name] = task_record(task, outcome, "native", time.perf_counter() - start)
+            cache.put(key, records[task.name])
+            print(f"[eval] {task.name}: {outcome.metric} = {outcome.score:.2f} (n={outcome.n})", file=sys.stderr)
+    if pending_lm_eval:
+        start = time.perf_counter()
+        outcomes = run_lm_eval(pending_lm_eval, handle)
+        seconds = (time.perf_counter() - start) / len(pending_lm_eval)
+        for task in pending_lm_eval:
+            records[task.name] = task_record(task, outcomes[task.name], "lm-eval", seconds)
+            cache.put(keys[task.name], records[task.name])
+    ordered = {t.name: {**records[t.name], "cache_key": keys[t.name]} for t in suite.tasks}
+    return {"identity": identity, "tasks": ordered}
+
+
+def write_run(out: Path, suite: Suite, handle: ModelHandle, backend: str, result: dict[str, Any]) -> Path:
+    """results.json, results.md, suite.yaml and samples/ in `out` (each file written atomically)."""
+    from eaft.evaluate.report import run_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = {}
+    for name, record in result["tasks"].items():
+        record = dict(record)
+        samples = record.pop("samples", [])
+        lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+        _write_text(out / "samples" / f"{name}.jsonl", lines)
+        tasks[name] = record
+    summary = {
+        "eaft_version": __version__,
+        "run": out.name,
+        "suite": suite.name,
+        "suite_file": str(suite.source),
+        "model": handle.model_name or "default",
+        "adapter": handle.adapter,
+        "dtype": handle.dtype,
+        "backend": backend,
+        "identity": result["identity"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "tasks": tasks,
+    }
+    write_json_atomic(out / "results.json", summary)
+    _write_text(out / "results.md", run_markdown(summary))
+    _write_text(out / "suite.yaml", suite.source.read_text(encoding="utf-8"))
+    return out / "results.json"
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_out(suite: Suite, model: str | None, adapter: str | None) -> Path:
+    label = Path(adapter).name if adapter else (Path(model).name if model else "default")
+    return Path("eval_runs") / f"{suite.name}-{label}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="eaft eval", description="Score a model (and adapter) on a task suite.")
+    parser.add_argument("--model", default=None, help="HF folder or hub id; omitted/'default' = SmolLM2-135M-Instruct")
+    parser.add_argument("--adapter", default=None, help="PEFT adapter folder applied on top of --model")
+    parser.add_argument("--suite", required=True, help="suite YAML (tasks grouped into target and general)")
+    parser.add_argument("--out", default=None, help="run directory (default eval_runs/<suite>-<model or adapter>)")
+    parser.add_argument("--limit", type=int, default=None, help="at most N items per task")
+    parser.add_argument("--backend", choices=BACKENDS, default="native", help="native, or lm-evaluation-harness")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every task (results are still stored)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.limit is not None and args.limit < 1:
+        print("eaft eval: --limit must be a positive integer", file=sys.stderr)
+        return 2
+    try:
+        if args.backend == "lm-eval":
+            require_lm_eval()
+        suite = load_suite(args.suite, limit=args.limit)
+        handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
+        result = run_suite(suite, handle, backend=args.backend, cache=ResultCache(enabled=not args.no_cache))
+        out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
+        path = write_run(out, suite, handle, args.backend, result)
+    except (TaskError, MissingResource, FileNotFoundError) as err:
+        print(f"eaft eval: {err}", file=sys.stderr)
+        return 2
+    print((path.parent / "results.md").read_text(encoding="utf-8"))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,84 @@
+"""The forgetting table: averages, deltas against the base, the Pareto front, and the files `eaft report` writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eaft.evaluate.report import forgetting_table, main, pareto_front
+
+GROUPS = {"t1": "target", "t2": "target", "g1": "general", "g2": "general", "e": "extra"}
+
+
+def make_run(tmp_path, name: str, scores: dict[str, float]) -> str:
+    folder = tmp_path / name
+    folder.mkdir()
+    tasks = {
+        t: {"group": GROUPS[t], "score": s, "metric": "acc", "type": "multiple_choice", "n": 10}
+        for t, s in scores.items()
+    }
+    (folder / "results.json").write_text(json.dumps({"run": name, "model": "m", "tasks": tasks}))
+    return str(folder)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return {
+        "base": make_run(tmp_path, "base", {"t1": 10, "t2": 20, "g1": 50, "g2": 60, "e": 40}),
+        "A": make_run(tmp_path, "A", {"t1": 30, "t2": 40, "g1": 45, "g2": 55, "e": 30}),
+        "B": make_run(tmp_path, "B", {"t1": 20, "t2": 20, "g1": 50, "g2": 60, "e": 39}),
+        "C": make_run(tmp_path, "C", {"t1": 12, "t2": 18, "g1": 40, "g2": 50, "e": 20}),
+        "D": make_run(tmp_path, "D", {"t1": 10, "t2": 20, "g1": 52}),  # g2 missing
+    }
+
+
+def test_table_math(runs):
+    from eaft.evaluate.report import load_run
+
+    table = forgetting_table(load_run(runs["base"]), [load_run(runs[k]) for k in "ABCD"])
+    rows = {r["run"]: r for r in table["rows"]}
+    assert [c["task"] for c in table["columns"]] == ["t1", "t2", "g1", "g2", "e"]
+    assert rows["A"]["target_avg"] == 35 and rows["A"]["general_avg"] == 50
+    assert rows["A"]["delta_target"] == 20 and rows["A"]["delta_general"] == -5
+    assert rows["B"]["delta_target"] == 5 and rows["B"]["delta_general"] == 0
+    assert rows["C"]["delta_target"] == 0 and rows["C"]["delta_general"] == -10
+    # D lacks g2: its General avg is over g1 alone, its Δ General over the tasks it shares with the base
+    assert rows["D"]["general_avg"] == 52 and rows["D"]["delta_general"] == 2
+    assert rows["base"]["delta_target"] == 0 and rows["base"]["delta_general"] == 0
+    assert {r for r, row in rows.items() if row["pareto"]} == {"A", "B", "D"}
+
+
+def test_pareto_front_edge_cases():
+    assert pareto_front({"a": (0, 0), "b": (0, 0)}) == {"a", "b"}  # ties dominate nobody
+    assert pareto_front({"a": (1, 1), "b": (0, 2), "c": (0, 1), "d": (1, 0)}) == {"a", "b"}
+    assert pareto_front({}) == set()
+
+
+def test_report_command_writes_markdown_json_and_png(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main([runs["A"], runs["B"], runs["C"], "--base", runs["base"], "--out", str(out)]) == 0
+    markdown = (out / "forgetting.md").read_text()
+    assert "| A | 30.00 | 40.00 | 45.00 | 55.00 | 30.00 | 35.00 | 50.00 | +20.00 | -5.00 | ★ |" in markdown
+    assert "| base (base) | 10.00 |" in markdown and "| C | " in markdown
+    data = json.loads((out / "forgetting.json").read_text())
+    assert data["base"] == "base" and [r["run"] for r in data["rows"]] == ["base", "A", "B", "C"]
+    assert (out / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Δ General" in capsys.readouterr().out
+
+
+def test_first_run_is_the_base_by_default(runs, tmp_path):
+    out = tmp_path / "r"
+    assert main([runs["base"], runs["A"], "--out", str(out)]) == 0
+    assert json.loads((out / "forgetting.json").read_text())["base"] == "base"
+
+
+def test_errors(runs, tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+    assert "no results.json" in capsys.readouterr().err
+    clash = make_run(tmp_path, "clash", {"t1": 1})
+    data = json.loads((tmp_path / "clash" / "results.json").read_text())
+    data["tasks"]["t1"]["group"] = "general"
+    (tmp_path / "clash" / "results.json").write_text(json.dumps(data))
+    assert main([runs["base"], clash, "--out", str(tmp_path / "r")]) == 2
+    assert "task 't1' is 'target' in one run and 'general' in another" in capsys.readouterr().err
