@@ -1,0 +1,104 @@
+"""Per-token statistics against a naive computation: unbatched full logits, autograd for the gradient norm."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eaft.analysis.tokens import (
+    FULL_SPEC,
+    TOPK_SPEC,
+    chunk_token_statistics,
+    entropy_column,
+    length_batches,
+    token_statistics_table,
+)
+from eaft.objectives.stats import EntropySpec, normalized_entropy
+from tests.reference.naive_objectives import full_entropy, topk_entropy
+
+TOL = dict(rtol=1e-5, atol=2e-6)  # fp32; batched vs one-by-one forwards differ in summation order only
+
+
+def naive_statistics(model, samples) -> dict[str, np.ndarray]:
+    """One sample at a time, no padding, full logits, and d CE / d logits by autograd."""
+    cols: dict[str, list] = {k: [] for k in ("sample", "position", "token_id", "prob", "topk", "full", "nats", "grad")}
+    for i, s in enumerate(samples):
+        ids = torch.tensor([s["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0].float()
+        for t, label in enumerate(s["labels"]):
+            if t == 0 or label == -100:
+                continue
+            z = logits[t - 1].clone().requires_grad_(True)
+            nll = F.cross_entropy(z[None], torch.tensor([label]))
+            (grad,) = torch.autograd.grad(nll, z)
+            p = F.softmax(z.detach(), -1)
+            cols["sample"].append(i)
+            cols["position"].append(t)
+            cols["token_id"].append(label)
+            cols["prob"].append(float(p[label]))
+            cols["topk"].append(float(topk_entropy(z.detach()[None])[0]))
+            cols["full"].append(float(full_entropy(z.detach()[None])[0]))
+            cols["nats"].append(float(-(p * torch.log(p)).sum()))
+            cols["grad"].append(float(grad.norm()))
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+@pytest.mark.parametrize("batch_tokens", [64, 4096])
+def test_statistics_equal_a_naive_computation(model, samples, batch_tokens):
+    ours = token_statistics_table(model, samples, batch_tokens=batch_tokens, chunk_size=7, progress=False)
+    ref = naive_statistics(model, samples)
+    assert len(ref["prob"]) > 100
+    for key in ("sample", "position", "token_id"):
+        np.testing.assert_array_equal(ours[key], ref[key])
+    np.testing.assert_allclose(ours["prob"], ref["prob"], **TOL)
+    np.testing.assert_allclose(ours["entropy_topk"], ref["topk"], **TOL)
+    np.testing.assert_allclose(ours["entropy_full"], ref["full"], **TOL)
+    np.testing.assert_allclose(ours["entropy_nats"], ref["nats"], **TOL)
+    np.testing.assert_allclose(ours["grad_norm"], ref["grad"], **TOL)
+
+
+def test_padding_and_batching_do_not_change_the_statistics(model, samples):
+    one = token_statistics_table(model, samples, batch_tokens=1, progress=False)
+    many = token_statistics_table(model, samples, batch_tokens=10_000, max_batch=5, progress=False)
+    for key in one:
+        np.testing.assert_allclose(one[key], many[key], **TOL)
+
+
+def test_chunk_statistics_agree_with_the_objectives_entropy_and_stay_exact_when_confident():
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(37, 123, generator=gen) * 4
+    z[0] = 0.0  # uniform: normalized exact entropy saturates at 1
+    z[1, 5] = 60.0  # one certain token: p ≈ 1, so ‖p − e_y‖ must not cancel to noise
+    y = torch.randint(0, 123, (37,), generator=gen)
+    y[1] = 5
+    extra = EntropySpec(mode="topk", k=5, normalizer=3.0)
+    out = chunk_token_statistics(z, y, [TOPK_SPEC, FULL_SPEC, extra])
+    for spec in (TOPK_SPEC, FULL_SPEC, extra):
+        torch.testing.assert_close(out[entropy_column(spec)], normalized_entropy(z, spec))
+    assert out["entropy_full"][0] == 1.0 and math.isclose(float(out["entropy_nats"][0]), math.log(123), rel_tol=1e-6)
+    p = torch.softmax(z.double(), -1)
+    exact = (p - F.one_hot(y, 123).double()).norm(dim=-1)
+    torch.testing.assert_close(out["grad_sq"].double().sqrt(), exact, rtol=1e-5, atol=1e-12)
+    assert 0 < float(out["grad_sq"][1].sqrt()) < 1e-20
+
+
+def test_length_batches_respect_the_token_budget():
+    lengths = [5, 40, 7, 7, 100, 3, 12]
+    batches = length_batches(lengths, batch_tokens=30, max_batch=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 30
+
+
+def test_out_of_range_labels_name_the_sample(model):
+    bad = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [1, 2, 3], "labels": [-100, 2, 99999]}]
+    with pytest.raises(ValueError, match="sample 1: label ids"):
+        token_statistics_table(model, bad, progress=False)
+    with pytest.raises(ValueError, match="sample 0: input_ids"):
+        token_statistics_table(model, [{"input_ids": [1, 2], "labels": [-100]}], progress=False)
