@@ -8,6 +8,7 @@ import sys
 #: command -> (module with `main(argv) -> int`, one-line help). Add a line when a command lands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("eaft.train.cli", "fine-tune a model with any objective (no config: EAFT + LoRA on SmolLM2)"),
+    "analyze": ("eaft.analysis.cli", "find confident conflicts in a data set before training"),
     "eval": ("eaft.evaluate.runner", "score a model (and adapter) on a suite of target and general tasks"),
     "report": ("eaft.evaluate.report", "the forgetting table and scatter of eval runs against a base"),
 }
