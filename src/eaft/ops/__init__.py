@@ -1,0 +1,17 @@
+"""Fused chunked linear + objective op: an objective's loss from hidden states without [tokens × vocab] logits."""
+
+from eaft.ops.fused import (
+    BACKENDS,
+    FusedLinearObjective,
+    FusedLinearObjectiveFunction,
+    default_chunk_size,
+    fused_linear_objective,
+)
+
+__all__ = [
+    "BACKENDS",
+    "FusedLinearObjective",
+    "FusedLinearObjectiveFunction",
+    "default_chunk_size",
+    "fused_linear_objective",
+]

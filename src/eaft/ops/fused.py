@@ -1,0 +1,375 @@
+"""Fused chunked linear + objective: the loss of any objective from hidden states, without [tokens × vocab] logits.
+
+This pure-PyTorch op is the spec and the CPU path; `eaft.ops.triton` swaps in fused kernels for the per-chunk
+softmax math and keeps everything else here.
+
+Design:
+- Rows whose label equals `ignore_index` are dropped before any matmul; the N label rows are cut into chunks of
+  `chunk_size`, and only one chunk's logits ([chunk, V], fp32) exist at a time.
+- Per chunk the shared `eaft.objectives.stats.chunk_statistics` gives log-sum-exp, target log-prob, entropy (the
+  objective's `entropy_spec()`) and the reference KL; `chunk_logits_grad` gives d(loss)/d(logits). Neither is
+  re-derived here, so the fused and materialized paths agree by construction.
+- Gradients are formed in the forward (as Liger-Kernel's fused linear cross-entropy does): each chunk's logits are
+  used once for the statistics and once for d(loss)/d(logits), then dropped. That costs three matmul-equivalents
+  (the logits, grad_hidden, grad_weight), the same as a materialized loss; recomputing in the backward would cost a
+  fourth. Backward only scales the stored gradients by the upstream gradient.
+- Objectives whose weights are per-token (`batch_global=False`: sft, eaft, dft, sft_kl, flow) get their weights
+  per chunk, in one pass. Batch-global objectives (masked_sft's quantile, talr's softmax over tokens) need every
+  token's statistics first: a statistics pass over all chunks, the weights over the whole batch, then a gradient
+  pass that recomputes each chunk's logits (four matmul-equivalents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from eaft.objectives.base import Objective, build_objective
+from eaft.objectives.loss import StepStats, reduce_token_loss, step_stats
+from eaft.objectives.stats import TokenStats, chunk_logits_grad, chunk_statistics, shift_labels
+
+BACKENDS = ("auto", "torch", "triton")
+#: Lower bound on the bytes of one fp32 [chunk, V] logits buffer when `chunk_size` is not given. The torch path
+#: holds about four such buffers at its peak (logits, log-probs, probs, their gradient) beside the [V, H] fp32
+#: weight gradient. Just above 32 MiB, glibc's ceiling for its dynamic mmap threshold: every chunk buffer is then
+#: mmapped and returned to the system when freed. Smaller buffers land on the malloc heap, which on CPU was
+#: measured to fragment and grow to gigabytes over a step (benchmarks/loss_memory.py).
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class ChunkMath:
+    """The per-chunk math of one backend; `statistics` and `logits_grad` keep the signatures of the shared ones.
+
+    `logits(h, W, b)` gives the chunk's logits in the dtype `statistics` reads; `logits_grad` may overwrite them.
+    """
+
+    name: str
+    logits: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    statistics: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor | None]]
+    logits_grad: Callable[..., Tensor]
+
+
+def linear(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """hidden @ weight.T (+ bias) in the weight's dtype. Shape: [n, H], [V, H], [V] -> [n, V]."""
+    hidden = hidden.to(weight.dtype)
+    return hidden @ weight.T if bias is None else torch.addmm(bias.to(weight.dtype), hidden, weight.T)
+
+
+TORCH_MATH = ChunkMath(
+    name="torch",
+    logits=lambda h, w, b: linear(h, w, b).float(),
+    statistics=chunk_statistics,
+    logits_grad=chunk_logits_grad,
+)
+
+
+def default_chunk_size(vocab: int) -> int:
+    """The fewest rows, a multiple of 8 (16 to 4096), whose fp32 [chunk, V] buffer exceeds DEFAULT_CHUNK_BYTES."""
+    rows = DEFAULT_CHUNK_BYTES // (4 * max(vocab, 1)) + 1
+    return int(min(max(-(-rows // 8) * 8, 16), 4096))
+
+
+@dataclass(frozen=True)
+class _Options:
+    objective: Objective
+    math: ChunkMath
+    chunk_size: int
+    num_items_in_batch: int | Tensor | None
+    needs_grad: tuple[bool, bool, bool]  # hidden, weight, bias
+
+
+@dataclass
+class _Rows:
+    """The N label rows. Shape: hidden [N, H], targets [N], ref_hidden [N, H], static_weights [N]."""
+
+    hidden: Tensor
+    weight: Tensor
+    bias: Tensor | None
+    targets: Tensor
+    ref_hidden: Tensor | None
+    ref_weight: Tensor | None
+    ref_bias: Tensor | None
+    static_weights: Tensor | None
+
+    def chunks(self, size: int) -> list[slice]:
+        return [slice(start, start + size) for start in range(0, self.targets.numel(), size)]
+
+    def logits(self, sl: slice, math: ChunkMath) -> tuple[Tensor, Tensor | None]:
+        z = math.logits(self.hidden[sl], self.weight, self.bias)
+        if self.ref_hidden is None:
+            return z, None
+        return z, math.logits(self.ref_hidden[sl], self.ref_weight, self.ref_bias)
+
+    def stats(self, sl: slice, lse: Tensor, logprob: Tensor, entropy: Tensor, kl: Tensor | None) -> TokenStats:
+        weights = self.static_weights[sl] if self.static_weights is not None else None
+        return TokenStats(target_logprob=logprob, entropy=entropy, logsumexp=lse, kl=kl, static_weight=weights)
+
+
+class _Grads:
+    """Gradient accumulators; None where no gradient is needed. grad_weight accumulates in fp32 over chunks."""
+
+    def __init__(self, rows: _Rows, needs: tuple[bool, bool, bool]) -> None:
+        h, w, b = rows.hidden, rows.weight, rows.bias
+        self.hidden = torch.zeros_like(h) if needs[0] else None
+        self.weight = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if needs[1] else None
+        self.bias = torch.zeros(b.shape, dtype=torch.float32, device=b.device) if needs[2] else None
+
+    @property
+    def any(self) -> bool:
+        return self.hidden is not None or self.weight is not None or self.bias is not None
+
+    def add_chunk(self, grad_logits: Tensor, sl: slice, rows: _Rows) -> None:
+        """Back-propagate d(loss)/d(logits) of one chunk through the linear layer. Shape: [n, V]."""
+        if self.hidden is not None:
+            self.hidden[sl] = (grad_logits.to(rows.weight.dtype) @ rows.weight).to(self.hidden.dtype)
+        if self.weight is not None:
+            self.weight.addmm_(grad_logits.T.float(), rows.hidden[sl].float())
+        if self.bias is not None:
+            self.bias += grad_logits.float().sum(0)
+
+    def finish(self, rows: _Rows) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        weight = self.weight.to(rows.weight.dtype) if self.weight is not None else None
+        bias = self.bias.to(rows.bias.dtype) if self.bias is not None else None
+        return self.hidden, weight, bias
+
+
+def _loss_scale(n: int, num_items_in_batch: int | Tensor | None, device: torch.device) -> float | Tensor:
+    """d(loss)/d(token_loss): 1 / the denominator that `reduce_token_loss` divides by."""
+    if num_items_in_batch is None:
+        return 1.0 / max(n, 1)
+    if isinstance(num_items_in_batch, Tensor):
+        return 1.0 / num_items_in_batch.to(device, torch.float32).clamp_min(1)
+    return 1.0 / max(float(num_items_in_batch), 1.0)
+
+
+def _chunk_grad(opt: _Options, z, ref_z, targets, lse, kl, weights, scale) -> Tensor:
+    kl_coef = opt.objective.kl_coef
+    grad_kl = None
+    if kl is not None and kl_coef:
+        grad_kl = torch.full_like(kl, kl_coef) * scale
+    return opt.math.logits_grad(z, targets, lse, -weights * scale, ref_z, kl, grad_kl)
+
+
+def _local_pass(rows: _Rows, opt: _Options, grads: _Grads, scale) -> list[tuple[Tensor, ...]]:
+    """One pass: statistics, per-chunk weights and gradients. Returns per chunk (lse, logprob, entropy, kl, w)."""
+    spec = opt.objective.entropy_spec()
+    records = []
+    for sl in rows.chunks(opt.chunk_size):
+        z, ref_z = rows.logits(sl, opt.math)
+        targets = rows.targets[sl]
+        lse, logprob, entropy, kl = opt.math.statistics(z, targets, spec, ref_z)
+        weights = opt.objective.token_weights(rows.stats(sl, lse, logprob, entropy, kl)).detach().float()
+        records.append((lse, logprob, entropy, kl, weights))
+        if grads.any:
+            grads.add_chunk(_chunk_grad(opt, z, ref_z, targets, lse, kl, weights, scale), sl, rows)
+        del z, ref_z
+    return records
+
+
+def _global_pass(rows: _Rows, opt: _Options, grads: _Grads, scale) -> list[tuple[Tensor, ...]]:
+    """Two passes: statistics of every chunk, weights over the whole batch, then gradients from recomputed logits."""
+    spec = opt.objective.entropy_spec()
+    chunks = rows.chunks(opt.chunk_size)
+    parts = []
+    for sl in chunks:
+        z, ref_z = rows.logits(sl, opt.math)
+        parts.append(opt.math.statistics(z, rows.targets[sl], spec, ref_z))
+        del z, ref_z
+    lse, logprob, entropy = (torch.cat([p[i] for p in parts]) for i in range(3))
+    kl = torch.cat([p[3] for p in parts]) if rows.ref_hidden is not None else None
+    weights = opt.objective.token_weights(rows.stats(slice(None), lse, logprob, entropy, kl)).detach().float()
+    if grads.any:
+        for sl in chunks:
+            z, ref_z = rows.logits(sl, opt.math)
+            g = _chunk_grad(
+                opt, z, ref_z, rows.targets[sl], lse[sl], None if kl is None else kl[sl], weights[sl], scale
+            )
+            grads.add_chunk(g, sl, rows)
+            del z, ref_z, g
+    return [(lse, logprob, entropy, kl, weights)]
+
+
+class FusedLinearObjectiveFunction(torch.autograd.Function):
+    """Loss of an objective over the label rows; gradients formed in the forward, scaled in the backward.
+
+    Tensors first (None where absent), then one options record. Outputs: loss (scalar) and, not differentiable,
+    logprob, entropy, logsumexp, weights ([N] fp32) for the step statistics.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, static_weights, opt: _Options):
+        rows = _Rows(hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, static_weights)
+        grads = _Grads(rows, opt.needs_grad)
+        scale = _loss_scale(targets.numel(), opt.num_items_in_batch, hidden.device)
+        run = _global_pass if opt.objective.batch_global else _local_pass
+        records = run(rows, opt, grads, scale) if targets.numel() else []
+        lse, logprob, entropy, weights = (
+            torch.cat([r[i] for r in records]) if records else hidden.new_zeros(0, dtype=torch.float32)
+            for i in (0, 1, 2, 4)
+        )
+        token_loss = -weights * logprob
+        if opt.objective.kl_coef and rows.ref_hidden is not None and records:
+            token_loss = token_loss + opt.objective.kl_coef * torch.cat([r[3] for r in records])
+        loss = reduce_token_loss(token_loss, opt.num_items_in_batch)
+        ctx.save_for_backward(*grads.finish(rows))
+        ctx.consumed = False
+        ctx.mark_non_differentiable(logprob, entropy, lse, weights)
+        return loss, logprob, entropy, lse, weights
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_unused):
+        if ctx.consumed:
+            raise RuntimeError("fused_linear_objective forms its gradients in the forward; back-propagate it once")
+        ctx.consumed = True
+        grads = []
+        for g in ctx.saved_tensors:
+            # In place: the weight gradient is as large as the weight, and these buffers are used only here.
+            grads.append(g.mul_(grad_loss.to(g.dtype)) if g is not None else None)
+        return (*grads, None, None, None, None, None, None)
+
+
+def _resolve_math(backend: str, device: torch.device) -> ChunkMath:
+    if backend not in BACKENDS:
+        raise ValueError(f"fused loss backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return TORCH_MATH
+    from eaft.ops import triton as triton_ops  # imports no triton until a kernel is needed
+
+    reason = triton_ops.unavailable_reason(device)
+    if backend == "auto":
+        return triton_ops.chunk_math() if device.type == "cuda" and reason is None else TORCH_MATH
+    if reason is not None:
+        raise RuntimeError(f"fused loss backend 'triton' cannot run here: {reason}")
+    return triton_ops.chunk_math()
+
+
+def _label_rows(labels: Tensor, lead_shape: torch.Size, shifted: bool, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """(flat row indices of label tokens, their targets), after the causal shift unless `shifted`."""
+    if labels.shape != lead_shape:
+        raise ValueError(f"labels {tuple(labels.shape)} must match the hidden states' leading dims {tuple(lead_shape)}")
+    if labels.dim() not in (1, 2):
+        raise ValueError(f"labels must be [T] or [B, S], got {tuple(labels.shape)}")
+    targets = labels if shifted else shift_labels(labels.reshape(-1, labels.shape[-1]), ignore_index)
+    flat = targets.reshape(-1)
+    rows = (flat != ignore_index).nonzero().squeeze(1)
+    return rows, flat[rows]
+
+
+def _select_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """x[rows]; a view when the rows are one contiguous range (the common case), sparing a copy of the hidden."""
+    n = rows.numel()
+    if n and int(rows[-1]) - int(rows[0]) + 1 == n:
+        return x[int(rows[0]) : int(rows[-1]) + 1]
+    return x[rows]
+
+
+def _static_rows(static_weights: Tensor, labels: Tensor, rows: Tensor, shifted: bool) -> Tensor:
+    """Per-token weights aligned with `labels` (before the shift, as `token_statistics` takes them). -> [N]."""
+    if static_weights.shape != labels.shape:
+        raise ValueError(f"static_weights {tuple(static_weights.shape)} must match labels {tuple(labels.shape)}")
+    w = static_weights.detach().float()
+    if not shifted:
+        w = w.reshape(-1, w.shape[-1])
+        w = torch.cat([w[:, 1:], w.new_zeros(w.shape[0], 1)], dim=1)
+    return w.reshape(-1)[rows]
+
+
+def _check_inputs(hidden: Tensor, weight: Tensor, bias: Tensor | None, objective: Objective, ref: tuple) -> None:
+    if hidden.dim() not in (2, 3) or weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden must be [T, H] or [B, S, H] and weight [V, H]; got {tuple(hidden.shape)} and {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must be [V]={tuple(weight.shape[:1])}, got {tuple(bias.shape)}")
+    ref_hidden, ref_weight = ref
+    if objective.needs_reference and (ref_hidden is None or ref_weight is None):
+        raise ValueError(
+            f"objective {objective.name!r} needs the reference model's last hidden states and output weight "
+            "(ref_hidden=, ref_weight=) to run fused; without them use the materialized loss"
+        )
+    if objective.needs_reference and (ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape):
+        raise ValueError(
+            f"ref_hidden {tuple(ref_hidden.shape)} / ref_weight {tuple(ref_weight.shape)} must match "
+            f"hidden {tuple(hidden.shape)} / weight {tuple(weight.shape)}"
+        )
+
+
+def fused_linear_objective(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    objective: Objective | str,
+    *,
+    bias: Tensor | None = None,
+    ignore_index: int = -100,
+    num_items_in_batch: int | Tensor | None = None,
+    chunk_size: int | None = None,
+    backend: str = "auto",
+    shifted: bool = False,
+    ref_hidden: Tensor | None = None,
+    ref_weight: Tensor | None = None,
+    ref_bias: Tensor | None = None,
+    static_weights: Tensor | None = None,
+) -> tuple[Tensor, StepStats]:
+    """Objective loss of `hidden @ weight.T + bias` against `labels`, chunk by chunk, never materializing the logits.
+
+    Labels are unshifted (Hugging Face's convention, as `causal_lm_objective_loss`): position s is scored against
+    labels[s + 1] within its row. Pass `shifted=True` when `labels[i]` is already the target of `hidden[i]`.
+    `static_weights` (flow) are aligned with `labels` as given. `ref_hidden`/`ref_weight`/`ref_bias` are the frozen
+    reference model's (sft_kl). The loss equals `causal_lm_objective_loss` on the materialized logits.
+    Shape: hidden [B, S, H] or [T, H], weight [V, H], bias [V], labels [B, S] or [T] -> scalar fp32 loss, StepStats.
+    """
+    if isinstance(objective, str):
+        objective = build_objective(objective)
+    _check_inputs(hidden, weight, bias, objective, (ref_hidden, ref_weight))
+    if objective.needs_static_weight and static_weights is None:
+        raise ValueError(f"objective {objective.name!r} needs precomputed per-token weights (static_weights=)")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows, targets = _label_rows(labels, hidden.shape[:-1], shifted, ignore_index)
+    vocab = weight.shape[0]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
+        raise ValueError(f"label ids must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+    hidden_rows = _select_rows(hidden.reshape(-1, hidden.shape[-1]), rows)
+    use_ref = objective.needs_reference
+    ref_rows = _select_rows(ref_hidden.reshape(-1, ref_hidden.shape[-1]), rows).detach() if use_ref else None
+    grad_on = torch.is_grad_enabled()
+    opt = _Options(
+        objective=objective,
+        math=_resolve_math(backend, hidden.device),
+        chunk_size=chunk_size or default_chunk_size(vocab),
+        num_items_in_batch=num_items_in_batch,
+        needs_grad=tuple(grad_on and t is not None and t.requires_grad for t in (hidden_rows, weight, bias)),
+    )
+    loss, logprob, entropy, lse, weights = FusedLinearObjectiveFunction.apply(
+        hidden_rows,
+        weight,
+        bias,
+        targets,
+        ref_rows,
+        ref_weight.detach() if use_ref else None,
+        ref_bias.detach() if use_ref and ref_bias is not None else None,
+        _static_rows(static_weights, labels, rows, shifted) if static_weights is not None else None,
+        opt,
+    )
+    stats = TokenStats(target_logprob=logprob, entropy=entropy, logsumexp=lse)
+    return loss, step_stats(stats, weights)
+
+
+class FusedLinearObjective(torch.nn.Module):
+    """Module form of `fused_linear_objective` holding the objective and options. Same argument order."""
+
+    def __init__(
+        self, objective: Objective | str, *, ignore_index: int = -100, chunk_size: int | None = None, backend="auto"
+    ) -> None:
+        super().__init__()
+        self.objective = build_objective(objective) if isinstance(objective, str) else objective
+        self.ignore_index, self.chunk_size, self.backend = ignore_index, chunk_size, backend
+
+    def forward(self, hidden: Tensor, weight: Tensor, labels: Tensor, **kwargs) -> tuple[Tensor, StepStats]:
+        options = dict(ignore_index=self.ignore_index, chunk_size=self.chunk_size, backend=self.backend)
+        return fused_linear_objective(hidden, weight, labels, self.objective, **options, **kwargs)
