@@ -1,12 +1,13 @@
 """The two model operations every task is built from: continuation log-likelihoods and greedy generation.
 
-Both are batched (longest first, so padding is small), run under `torch.inference_mode`, and show a progress
-bar. Log-likelihoods use right padding; generation uses left padding.
+Both are batched (longest first, so padding is small), run under `torch.inference_mode`, show a progress bar,
+and pad on the left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -106,8 +107,9 @@ def continuation_logprobs(
 ) -> list[float]:
     """Σ_t log p(continuation_t | context, continuation_<t) for each (context_ids, continuation_ids) pair.
 
-    A sequence longer than `max_length` loses context tokens on the left. Logits are [B, T, V] per batch; only
-    the continuation positions are upcast to fp32.
+    A sequence longer than `max_length` loses context tokens on the left. Batches are left-padded (explicit
+    position ids), so every continuation ends at the last position and only the last `max(n_cont)` positions
+    go through the LM head: logits are [B, max(n_cont), V], upcast to fp32 per row.
     """
     device = next(model.parameters()).device
     rows = []
@@ -124,16 +126,125 @@ def continuation_logprobs(
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             mask = torch.zeros(len(batch), width, dtype=torch.long)
             for b, i in enumerate(batch):
-                ids[b, : len(rows[i][0])] = torch.tensor(rows[i][0])
-                mask[b, : len(rows[i][0])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                ids[b, width - len(rows[i][0]) :] = torch.tensor(rows[i][0])
+                mask[b, width - len(rows[i][0]) :] = 1
+            keep = max(rows[i][2] for i in batch)
+            logits = _last_logits(model, ids.to(device), mask.to(device), keep)
             for b, i in enumerate(batch):
-                inp, tgt, n = rows[i]
-                piece = logits[b, len(inp) - n : len(inp)].float().log_softmax(-1)
+                _, tgt, n = rows[i]
+                piece = logits[b, keep - n :].float().log_softmax(-1)
                 target = torch.tensor(tgt[-n:], device=piece.device)
                 out[i] = float(piece.gather(-1, target[:, None]).sum())
             bar.update(len(batch))
     return out
+
+
+@torch.inference_mode()
+def shared_context_logprobs(
+    model: Any,
+    groups: Sequence[tuple[list[int], list[list[int]]]],
+    *,
+    batch_tokens: int = 4096,
+    max_length: int = 2048,
+    desc: str = "log-likelihood",
+) -> list[list[float]]:
+    """Like `continuation_logprobs` for k continuations of one shared context: the context runs once, its KV
+    cache is repeated k times, and the continuations run on top. Same numbers, about k× less context work.
+
+    `groups`: [(context_ids, [continuation_ids, ...])]. Returns one list of k log-likelihoods per group.
+    """
+    device = next(model.parameters()).device
+    out: list[list[float]] = [[] for _ in groups]
+    by_k: dict[int, list[int]] = {}
+    for g, (_, conts) in enumerate(groups):
+        by_k.setdefault(len(conts), []).append(g)
+    cost = [len(ctx) + sum(len(c) for c in conts) for ctx, conts in groups]
+    with tqdm(total=len(groups), desc=desc, leave=False, disable=len(groups) < 2) as bar:
+        for members in by_k.values():
+            for chunk in _length_batches([cost[g] for g in members], max(batch_tokens, 1)):
+                batch = [members[i] for i in chunk]
+                for g, scores in zip(
+                    batch, _shared_batch(model, [groups[g] for g in batch], max_length, device), strict=True
+                ):
+                    out[g] = scores
+                bar.update(len(batch))
+    return out
+
+
+def _shared_batch(model: Any, groups: list[tuple[list[int], list[list[int]]]], max_length: int, device) -> list:
+    k = len(groups[0][1])
+    contexts = []
+    for ctx, conts in groups:
+        longest = max(len(c) for c in conts)
+        if longest > max_length:
+            raise ValueError(f"a continuation of {longest} tokens is longer than max_length={max_length}")
+        contexts.append(list(ctx)[-(max_length + 1 - longest) :])  # as continuation_logprobs for the longest
+    width = max(len(c) for c in contexts)
+    ids = torch.zeros(len(groups), width, dtype=torch.long)
+    mask = torch.zeros(len(groups), width, dtype=torch.long)
+    for b, ctx in enumerate(contexts):
+        ids[b, width - len(ctx) :] = torch.tensor(ctx)
+        mask[b, width - len(ctx) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    first = _forward(model, 1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    first_logp = first.logits[:, -1].float().log_softmax(-1)  # [B, V]: predicts each continuation's first token
+    conts = [c for _, cs in groups for c in cs]
+    rest_width = max(len(c) - 1 for c in conts)
+    rest_logp = None
+    if rest_width > 0:
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(k)
+        rest = torch.zeros(len(conts), rest_width, dtype=torch.long)
+        rest_mask = torch.zeros(len(conts), rest_width, dtype=torch.long)
+        for r, c in enumerate(conts):
+            rest[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+            rest_mask[r, : len(c) - 1] = 1
+        ctx_len = mask.sum(-1).repeat_interleave(k)[:, None]
+        positions = ctx_len + torch.arange(rest_width, device=device)[None]
+        full_mask = torch.cat([mask.repeat_interleave(k, dim=0), rest_mask.to(device)], dim=-1)
+        logits = model(
+            input_ids=rest.to(device),
+            attention_mask=full_mask,
+            position_ids=positions,
+            use_cache=True,
+            **{_cache_kwarg(model): cache},
+        ).logits
+        rest_logp = logits.float().log_softmax(-1)  # [B·k, W, V]
+    scores = []
+    for b in range(len(groups)):
+        row = []
+        for j, c in enumerate(groups[b][1]):
+            r = b * k + j
+            total = float(first_logp[b, c[0]])
+            if len(c) > 1:
+                targets = torch.tensor(c[1:], device=device)[:, None]
+                total += float(rest_logp[r, : len(c) - 1].gather(-1, targets).sum())
+            row.append(total)
+        scores.append(row)
+    return scores
+
+
+def _cache_kwarg(model: Any) -> str:
+    """`cache` in recent transformers (`past_key_values` is deprecated there), `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+def _forward(model: Any, keep: int, **inputs: Any) -> Any:
+    """`model(**inputs)` computing logits for the last `keep` positions only, where the model class allows."""
+    try:
+        return model(**inputs, logits_to_keep=keep)
+    except TypeError as err:  # a model class without `logits_to_keep`: same numbers, all positions computed
+        if "logits_to_keep" not in str(err):
+            raise
+        return model(**inputs)
+
+
+def _last_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last `keep` positions of a left-padded batch. Shape: [B, keep, V]."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return _forward(model, keep, input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -keep:]
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:

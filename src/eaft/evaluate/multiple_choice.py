@@ -17,7 +17,13 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from eaft.evaluate.lm import ModelHandle, chat_prompt, continuation_logprobs, encode_pair
+from eaft.evaluate.lm import (
+    ModelHandle,
+    chat_prompt,
+    continuation_logprobs,
+    encode_pair,
+    shared_context_logprobs,
+)
 from eaft.evaluate.tasks import (
     MultipleChoiceOptions,
     TaskError,
@@ -144,28 +150,44 @@ def choose(logprobs: list[float], item: ChoiceItem, token_counts: list[int]) -> 
     return {name: max(range(len(s)), key=s.__getitem__) for name, s in scores.items()}
 
 
+def score_items(task: TaskSpec, items: list[ChoiceItem], model: Any, tokenizer: Any) -> list[tuple[list, list]]:
+    """(log-likelihoods, continuation token counts) per item. Items whose choices share one tokenized context
+    run the context once (`shared_context_logprobs`); the others (e.g. the partial form) pair by pair."""
+    opts: MultipleChoiceOptions = task.options
+    pairs = []
+    for item in items:
+        contexts = [chat_prompt(tokenizer, c) if opts.chat else c for c in item.contexts]
+        pairs.append(
+            [
+                encode_pair(tokenizer, c, k, add_special_tokens=not opts.chat)
+                for c, k in zip(contexts, item.continuations, strict=True)
+            ]
+        )
+    shared = [i for i, p in enumerate(pairs) if all(ctx == p[0][0] for ctx, _ in p)]
+    single = [i for i in range(len(items)) if i not in set(shared)]
+    kwargs = {"batch_tokens": opts.batch_tokens, "max_length": opts.max_length, "desc": task.name}
+    logprobs: dict[int, list[float]] = {}
+    groups = [(pairs[i][0][0], [cont for _, cont in pairs[i]]) for i in shared]
+    logprobs.update(zip(shared, shared_context_logprobs(model, groups, **kwargs), strict=True))
+    flat = continuation_logprobs(model, [pair for i in single for pair in pairs[i]], **kwargs)
+    start = 0
+    for i in single:
+        logprobs[i], start = flat[start : start + len(pairs[i])], start + len(pairs[i])
+    return [(logprobs[i], [len(cont) for _, cont in pairs[i]]) for i in range(len(items))]
+
+
 def evaluate_multiple_choice(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
     opts: MultipleChoiceOptions = task.options
     items = build_items(task)
     model, tokenizer = handle.load()
-    requests, spans = [], []
-    for _, item in items:
-        start = len(requests)
-        for context, continuation in zip(item.contexts, item.continuations, strict=True):
-            if opts.chat:
-                context = chat_prompt(tokenizer, context)
-            requests.append(encode_pair(tokenizer, context, continuation, add_special_tokens=not opts.chat))
-        spans.append((start, len(requests)))
-    logprobs = continuation_logprobs(
-        model, requests, batch_tokens=opts.batch_tokens, max_length=opts.max_length, desc=task.name
-    )
+    scored = score_items(task, [item for _, item in items], model, tokenizer)
     correct = dict.fromkeys(SCORINGS, 0)
     samples = []
-    for (line, item), (lo, hi) in zip(items, spans, strict=True):
-        preds = choose(logprobs[lo:hi], item, [len(cont) for _, cont in requests[lo:hi]])
+    for (line, item), (logprobs, counts) in zip(items, scored, strict=True):
+        preds = choose(logprobs, item, counts)
         for name in SCORINGS:
             correct[name] += preds[name] == item.gold
-        samples.append({"line": line, "gold": item.gold, "pred": preds, "logprobs": logprobs[lo:hi]})
+        samples.append({"line": line, "gold": item.gold, "pred": preds, "logprobs": logprobs})
     n = len(items)
     metrics = {f"acc_{name}": 100.0 * correct[name] / max(n, 1) for name in SCORINGS}
     primary = f"acc_{opts.scoring}"
