@@ -3,7 +3,8 @@
 A config is a flat mapping. YAML gives the defaults, `key=value` on the command line overrides them (values are
 parsed with `yaml.safe_load`, so `lora_rank=16`, `bf16=true`, `lora_target=[q_proj,v_proj]` work). Objective
 parameters go in `objective_args: {alpha: 2}`, or on the command line as `objective_args.alpha=2`. Each key's help
-is written once, in the field's metadata, and `eaft train --help` prints all of them.
+is written once, in the field's metadata, and `eaft train --help` prints all of them. A config file may start
+from another with `base: other.yaml` (a path relative to the file); its own keys override the base's.
 """
 
 from __future__ import annotations
@@ -121,10 +122,13 @@ def unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown key {key!r}{extra} (eaft train --help lists every key)")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping; `base: other.yaml` (relative to the file) is read first and overridden."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
+    if path.resolve() in _chain:
+        raise ConfigError(f"{path}: `base` files form a cycle")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -133,7 +137,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
+    return {**load_yaml(path.parent / base, (*_chain, path.resolve())), **data}
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -230,7 +239,8 @@ def split_config(merged: dict[str, Any], where: str) -> tuple[dict[str, Any], di
 def check_conflicts(ours: dict[str, Any], training: dict[str, Any], where: str) -> None:
     finetuning = str(ours.get("finetuning", "lora")).lower()
     if finetuning == "full":
-        stray = [key for key in LORA_KEYS if key in ours]
+        defaults = our_fields()
+        stray = [f"{key}={ours[key]!r}" for key in LORA_KEYS if key in ours and ours[key] != defaults[key].default]
         if stray:
             raise ConfigError(f"{where}: {', '.join(stray)} set but finetuning=full (LoRA keys need finetuning=lora)")
     for key, fixed in TRAINING_FIXED.items():

@@ -102,29 +102,33 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_tokenizer(name_or_path: str | None = None):
+def load_tokenizer(name_or_path: str | None = None, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
 def load_model_and_tokenizer(
-    name_or_path: str | None = None, *, dtype: str | torch.dtype = "float32", adapter: str | None = None
+    name_or_path: str | None = None,
+    *,
+    dtype: str | torch.dtype = "float32",
+    adapter: str | None = None,
+    trust_remote_code: bool = False,
 ):
     """(model, tokenizer) for a hub id, a local folder, or the embedded default (None / 'default').
 
-    `adapter` is a PEFT adapter folder applied on top (not merged).
+    `adapter` is a PEFT adapter folder applied on top (not merged); `trust_remote_code` allows hub model code.
     """
     from transformers import AutoModelForCausalLM
 
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there (expected a PEFT adapter folder)")
     path = resolve_model(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
-    tokenizer = load_tokenizer(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     if adapter is not None:
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(

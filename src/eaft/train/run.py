@@ -138,7 +138,7 @@ def run_training(config: TrainConfig) -> Path:
     run_dir, checkpoint = prepare_run_dir(config)
     started = time.time()
     set_seed(training.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     model.to(training.device)
     train_examples, heldout_examples = prepare_data(config, tokenizer)
     collator = CausalLMCollator(tokenizer.pad_token_id)

@@ -1,0 +1,49 @@
+"""Shared fixtures of the training tests: a tiny model folder and a small chat data set, built offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.train.tiny import save_tiny
+
+
+def write_rows(path, count: int = 40) -> str:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"what is {i} plus {i}?"},
+                {"role": "assistant", "content": f"Answer: {2 * i}. Result => ok"},
+            ]
+        }
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> str:
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "qwen2", kind="qwen2")
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory) -> str:
+    return write_rows(tmp_path_factory.mktemp("data") / "chat.jsonl")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and a busy shared machine makes extra threads spin."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
