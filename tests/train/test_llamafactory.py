@@ -1,0 +1,106 @@
+"""A LLaMA-Factory SFT YAML runs unchanged; keys eaft does not honour are refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eaft.train.cli import main, parse_args
+from eaft.train.config import ConfigError
+
+LF_YAML = """\
+### model
+model_name_or_path: {model}
+trust_remote_code: true
+
+### method
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 4
+lora_target: all
+use_eaft_loss: true
+eaft_alpha: 2.0
+
+### dataset
+dataset: my_math
+dataset_dir: {data_dir}
+template: qwen
+cutoff_len: 256
+max_samples: 24
+overwrite_cache: true
+preprocessing_num_workers: 16
+dataloader_num_workers: 0
+
+### output
+output_dir: {out}
+logging_steps: 2
+save_steps: 500
+plot_loss: true
+overwrite_output_dir: true
+save_only_model: false
+report_to: none
+
+### train
+per_device_train_batch_size: 4
+gradient_accumulation_steps: 2
+learning_rate: 1.0e-2
+max_steps: 4
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+ddp_timeout: 180000000
+resume_from_checkpoint: null
+"""
+
+
+@pytest.fixture
+def lf_setup(tmp_path, tiny_model_dir):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rows = [{"question": f"what is {i} plus {i}?", "answer": f"Answer: {2 * i}."} for i in range(40)]
+    (data_dir / "math.json").write_text(json.dumps(rows))
+    info = {"my_math": {"file_name": "math.json", "columns": {"prompt": "question", "response": "answer"}}}
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    text = LF_YAML.format(model=tiny_model_dir, data_dir=data_dir, out=tmp_path / "saves")
+    path = tmp_path / "llama3_lora_sft.yaml"
+    path.write_text(text)
+    return path, text
+
+
+def test_llamafactory_yaml_runs_unchanged(lf_setup, tmp_path):
+    path, _ = lf_setup
+    config = parse_args([str(path)])
+    assert config.eaft.objective == "eaft"
+    assert config.eaft.objective_args == {"k": 20, "normalizer": 3.0, "alpha": 2.0}
+    assert (config.eaft.finetuning, config.eaft.lora_rank, config.eaft.max_samples) == ("lora", 4, 24)
+    assert config.training.warmup_steps == pytest.approx(0.1) and config.training.gradient_accumulation_steps == 2
+    assert main([str(path)]) == 0
+    summary = json.loads((tmp_path / "saves" / "summary.json").read_text())
+    assert summary["objective"] == "eaft" and summary["training_rows"] == 24 and summary["steps"] == 4
+    assert (tmp_path / "saves" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("use_eaft_loss: true", "use_eaft_loss: true\nuse_dft_loss: true"), "both true; choose one objective"),
+        (("stage: sft", "stage: dpo"), "stage='dpo' is not supported"),
+        (("finetuning_type: lora", "finetuning_type: freeze"), "finetuning_type='freeze' is not supported"),
+        (("lora_rank: 4", "lora_rank: 4\nquantization_bit: 4"), "'quantization_bit' are not supported"),
+        (("template: qwen", "template: qwen\nmodel: other"), "model_name_or_path and model both given"),
+    ],
+)
+def test_llamafactory_keys_that_cannot_be_honoured_are_refused(lf_setup, tmp_path, edit, message):
+    _, text = lf_setup
+    path = tmp_path / "edited.yaml"
+    path.write_text(text.replace(*edit))
+    with pytest.raises(ConfigError, match=message):
+        parse_args([str(path)])
+
+
+def test_use_dft_loss_selects_dft(lf_setup, tmp_path):
+    _, text = lf_setup
+    path = tmp_path / "dft.yaml"
+    path.write_text(text.replace("use_eaft_loss: true\neaft_alpha: 2.0", "use_dft_loss: true"))
+    assert parse_args([str(path)]).eaft.objective == "dft"
