@@ -38,6 +38,7 @@ BACKENDS = ("auto", "torch", "triton")
 #: mmapped and returned to the system when freed. Smaller buffers land on the malloc heap, which on CPU was
 #: measured to fragment and grow to gigabytes over a step (benchmarks/loss_memory.py).
 DEFAULT_CHUNK_BYTES = 32 * 2**20
+GPU_CHUNK_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,12 @@ TORCH_MATH = ChunkMath(
 )
 
 
-def default_chunk_size(vocab: int) -> int:
-    """The fewest rows, a multiple of 8 (16 to 4096), whose fp32 [chunk, V] buffer exceeds DEFAULT_CHUNK_BYTES."""
-    rows = DEFAULT_CHUNK_BYTES // (4 * max(vocab, 1)) + 1
+def default_chunk_size(vocab: int, device: torch.device | str = "cpu") -> int:
+    """Rows per chunk. CPU: the fewest (a multiple of 8, 16 to 4096) whose fp32 [chunk, V] buffer exceeds
+    DEFAULT_CHUNK_BYTES. CUDA: about GPU_CHUNK_BYTES per buffer (the caching allocator reuses them; an untuned guess).
+    """
+    budget = GPU_CHUNK_BYTES if torch.device(device).type == "cuda" else DEFAULT_CHUNK_BYTES
+    rows = budget // (4 * max(vocab, 1)) + 1
     return int(min(max(-(-rows // 8) * 8, 16), 4096))
 
 
@@ -341,7 +345,7 @@ def fused_linear_objective(
     opt = _Options(
         objective=objective,
         math=_resolve_math(backend, hidden.device),
-        chunk_size=chunk_size or default_chunk_size(vocab),
+        chunk_size=chunk_size or default_chunk_size(vocab, hidden.device),
         num_items_in_batch=num_items_in_batch,
         needs_grad=tuple(grad_on and t is not None and t.requires_grad for t in (hidden_rows, weight, bias)),
     )
