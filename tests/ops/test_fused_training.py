@@ -11,14 +11,6 @@ from eaft.objectives import build_objective
 from eaft.train.loss_paths import FusedLossPath, LossPath, Reference
 
 
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: extra threads only spin on a shared machine
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_llama(tied: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -67,7 +59,7 @@ def loss_curve(model, path_cls, objective, checkpointing):
     "objective, tied, checkpointing",
     [("eaft", True, True), ("talr", False, False), ("sft_kl", True, False)],
 )
-def test_fused_and_materialized_loss_curves_agree(objective, tied, checkpointing, one_thread):
+def test_fused_and_materialized_loss_curves_agree(objective, tied, checkpointing):
     model = tiny_llama(tied)
     objective = build_objective(objective)
     fused = loss_curve(model, FusedLossPath, objective, checkpointing)
