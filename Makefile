@@ -19,6 +19,11 @@ install: $(VENV)/bin/python
 test: install
 	$(VENV)/bin/python -m pytest
 
+# The embedded default: EAFT + LoRA on SmolLM2-135M-Instruct and the shipped house_calc set; writes runs/eaft-<time>/.
+# Extra settings: `make train ARGS="objective=sft max_steps=60"`.
+train: install
+	$(VENV)/bin/eaft train $(ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
