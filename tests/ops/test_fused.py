@@ -75,3 +75,15 @@ def test_step_stats_equal_the_materialized_path(case):
     assert stats.tokens == expected.tokens
     for field in ("ce_sum", "entropy_sum", "weight_sum", "conflicts"):
         assert getattr(stats, field) == pytest.approx(getattr(expected, field), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 16, 24, 64, 100])
+def test_chunk_sizes_that_do_and_do_not_divide_the_label_count(chunk_size):
+    inputs, labels = make_inputs(2, 33, 16, 128, seed=9, ignore_frac=0.0)  # N = 2 × 32 = 64 label rows
+    for case in ("eaft", "talr"):
+        ours, ours_grads, stats = run_fused(case, inputs, labels, chunk_size=chunk_size)
+        theirs, their_grads = run_reference(case, inputs, labels)
+        assert stats.tokens == 64
+        assert_matches(ours, theirs)
+        for mine, ref in zip(ours_grads, their_grads, strict=True):
+            assert_matches(mine, ref)
