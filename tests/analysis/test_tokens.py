@@ -27,24 +27,24 @@ def naive_statistics(model, samples) -> dict[str, np.ndarray]:
     """One sample at a time, no padding, full logits, and d CE / d logits by autograd."""
     cols: dict[str, list] = {k: [] for k in ("sample", "position", "token_id", "prob", "topk", "full", "nats", "grad")}
     for i, s in enumerate(samples):
-        ids = torch.tensor([s["input_ids"]])
+        ids, labels = torch.tensor([s["input_ids"]]), torch.tensor(s["labels"])
+        positions = [t for t in range(1, len(labels)) if labels[t] != -100]
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0].float()
-        for t, label in enumerate(s["labels"]):
-            if t == 0 or label == -100:
-                continue
-            z = logits[t - 1].clone().requires_grad_(True)
-            nll = F.cross_entropy(z[None], torch.tensor([label]))
-            (grad,) = torch.autograd.grad(nll, z)
-            p = F.softmax(z.detach(), -1)
-            cols["sample"].append(i)
-            cols["position"].append(t)
-            cols["token_id"].append(label)
-            cols["prob"].append(float(p[label]))
-            cols["topk"].append(float(topk_entropy(z.detach()[None])[0]))
-            cols["full"].append(float(full_entropy(z.detach()[None])[0]))
-            cols["nats"].append(float(-(p * torch.log(p)).sum()))
-            cols["grad"].append(float(grad.norm()))
+        z = logits[[t - 1 for t in positions]].clone().requires_grad_(True)
+        y = labels[positions]
+        # rows are independent, so the gradient of the summed CE holds each token's own d CE / d z
+        (grad,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), z)
+        z = z.detach()
+        p = F.softmax(z, -1)
+        cols["sample"] += [i] * len(positions)
+        cols["position"] += positions
+        cols["token_id"] += y.tolist()
+        cols["prob"] += p[torch.arange(len(y)), y].tolist()
+        cols["topk"] += topk_entropy(z).tolist()
+        cols["full"] += full_entropy(z).tolist()
+        cols["nats"] += (-(p * torch.log(p)).sum(-1)).tolist()
+        cols["grad"] += grad.norm(dim=-1).tolist()
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
