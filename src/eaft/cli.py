@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("eaft.analysis.cli", "find confident conflicts in a data set before training"),
     "eval": ("eaft.evaluate.runner", "score a model (and adapter) on a suite of target and general tasks"),
     "report": ("eaft.evaluate.report", "the forgetting table and scatter of eval runs against a base"),
+    "experiment": ("eaft.experiment", "train one base with several objectives, evaluate all, write the table"),
 }
 
 
