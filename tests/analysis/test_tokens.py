@@ -69,6 +69,16 @@ def test_padding_and_batching_do_not_change_the_statistics(model, samples):
         np.testing.assert_allclose(one[key], many[key], **TOL)
 
 
+def test_samples_without_label_tokens_are_skipped(model, samples):
+    cut = {"input_ids": samples[0]["input_ids"], "labels": [-100] * len(samples[0]["labels"])}
+    mixed = token_statistics_table(model, [cut, *samples[1:3]], batch_tokens=1, progress=False)
+    alone = token_statistics_table(model, samples[1:3], progress=False)
+    np.testing.assert_array_equal(mixed["sample"], alone["sample"] + 1)
+    np.testing.assert_allclose(mixed["prob"], alone["prob"], **TOL)
+    empty = token_statistics_table(model, [cut], progress=False)
+    assert set(empty) == set(alone) and all(len(v) == 0 for v in empty.values())
+
+
 def test_chunk_statistics_agree_with_the_objectives_entropy_and_stay_exact_when_confident():
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(37, 123, generator=gen) * 4

@@ -96,14 +96,20 @@ def _label_positions(labels: Tensor, attention_mask: Tensor) -> Tensor:
     return (nxt != IGNORE_INDEX) & attention_mask.bool()
 
 
-def _batch_statistics(model, samples, index, specs, chunk_size, pad_id) -> dict[str, np.ndarray]:
+def _batch_statistics(model, samples, index, specs, chunk_size, pad_id) -> dict[str, np.ndarray] | None:
+    """Statistics of one batch's label tokens, on the CPU; None when the batch has none (no forward run)."""
     input_ids = pad_right([samples[i]["input_ids"] for i in index], pad_id)
     labels = pad_right([samples[i]["labels"] for i in index], IGNORE_INDEX)
     attention_mask = pad_right([[1] * len(samples[i]["input_ids"]) for i in index], 0)
     keep = _label_positions(labels, attention_mask)
+    if not keep.any():
+        return None
     rows, cols = keep.nonzero(as_tuple=True)
-    targets = labels[rows, cols + 1]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+    device = next(model.parameters()).device
+    targets = labels[rows, cols + 1].to(device)
+    logits = model(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), logits_to_keep=keep.to(device)
+    ).logits
     if logits.dim() != 2 or logits.shape[0] != targets.numel():
         raise RuntimeError(
             f"model returned logits of shape {tuple(logits.shape)} for a boolean logits_to_keep of "
@@ -119,11 +125,11 @@ def _batch_statistics(model, samples, index, specs, chunk_size, pad_id) -> dict[
         sl = slice(start, start + chunk_size)
         for name, value in chunk_token_statistics(logits[sl].float(), targets[sl], specs).items():
             parts.setdefault(name, []).append(value)
-    out = {name: torch.cat(values).numpy() for name, values in parts.items()}
+    out = {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
     out["grad_norm"] = np.sqrt(out.pop("grad_sq"))
     out["sample"] = torch.as_tensor(index, dtype=torch.long)[rows].numpy()
     out["position"] = (cols + 1).numpy()
-    out["token_id"] = targets.numpy()
+    out["token_id"] = targets.cpu().numpy()
     return out
 
 
@@ -158,8 +164,9 @@ def token_statistics_table(
         with tqdm(total=targets, desc=desc, unit="tok", disable=not progress) as bar:
             for index in length_batches(lengths, batch_tokens, max_batch):
                 part = _batch_statistics(model, samples, index, list(specs), chunk_size, pad_id)
-                parts.append(part)
-                bar.update(len(part["token_id"]))
+                if part is not None:
+                    parts.append(part)
+                    bar.update(len(part["token_id"]))
     finally:
         model.train(was_training)
     return _finish_columns(parts, specs)
