@@ -86,6 +86,10 @@ def model_identity(model: str | None, adapter: str | None = None, dtype: str = "
 
 
 def data_files(task: TaskSpec) -> list[Path]:
+    if task.type == "function_call":  # a folder of per-category question and answer files
+        from eaft.evaluate.function_call import category_files
+
+        return category_files(task)
     files = [task.path] if task.path is not None else []
     few_shot = getattr(task.options, "few_shot_path", None)
     if few_shot and getattr(task.options, "few_shot", 0):

@@ -16,6 +16,7 @@ from typing import Any
 
 from eaft import __version__
 from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity, write_json_atomic
+from eaft.evaluate.function_call import evaluate_function_call
 from eaft.evaluate.generative import evaluate_generative
 from eaft.evaluate.ifeval import MissingResource, evaluate_ifeval
 from eaft.evaluate.lm import ModelHandle
@@ -37,6 +38,8 @@ def run_native(task: TaskSpec, handle: ModelHandle, cache: ResultCache) -> TaskO
         return evaluate_generative(task, handle)
     if task.type == "ifeval":
         return evaluate_ifeval(task, handle)
+    if task.type == "function_call":
+        return evaluate_function_call(task, handle)
     return evaluate_self_consistency(task, handle, cache)
 
 

@@ -35,7 +35,7 @@ from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, OPTIONS, TaskError, TaskSpe
 
 ENTRY_KEYS = ("name", "type", "path", "task", "limit", "limit_mode", "lm_eval", "lm_eval_metric", "lm_eval_fewshot")
 SUITE_KEYS = ("name", "data_root", *GROUPS)
-NEEDS_PATH = ("multiple_choice", "generative", "ifeval")
+NEEDS_PATH = ("multiple_choice", "generative", "ifeval", "function_call")
 
 
 @dataclass(frozen=True)

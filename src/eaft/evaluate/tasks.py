@@ -81,17 +81,37 @@ class SelfConsistencyOptions:
     batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
 
 
+@dataclass(frozen=True)
+class FunctionCallOptions:
+    """BFCL-style function calling (`eaft.evaluate.function_call`): `path` is a folder of `BFCL_v3_<category>.json`
+    files with their `possible_answer/` folder; `limit` applies per category; the score averages the categories."""
+
+    categories: list[str] = field(
+        default_factory=lambda: ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"],
+        metadata={"help": "BFCL categories scored and averaged (file BFCL_v3_<category>.json each)"},
+    )
+    prompt_format: str = field(default="auto", metadata={"help": "auto | template (tools=) | plain (system msg)"})
+    instruction: str | None = field(default=None, metadata={"help": "plain format's system text; has {functions}"})
+    parse: str = field(default="lenient", metadata={"help": "lenient: calls inside prose count | strict"})
+    reply_prefix: str | None = field(default=None, metadata={"help": "start of the reply, e.g. '<tool_call>['"})
+    max_new_tokens: int = field(default=256, metadata={"help": "generation budget per item"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+
+
 OPTIONS: dict[str, type] = {
     "multiple_choice": MultipleChoiceOptions,
     "generative": GenerativeOptions,
     "ifeval": IFEvalOptions,
     "self_consistency": SelfConsistencyOptions,
+    "function_call": FunctionCallOptions,
 }
 _CHOICES = {
     "scoring": ("raw", "per_char", "per_token"),
     "choice_format": ("text", "letter"),
     "extraction": ("auto", "hash", "boxed", "last_number"),
     "metric": ("prompt_level_strict", "inst_level_strict", "prompt_level_loose", "inst_level_loose"),
+    "prompt_format": ("auto", "template", "plain"),
+    "parse": ("lenient", "strict"),
 }
 
 
