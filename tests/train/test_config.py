@@ -73,3 +73,9 @@ def test_every_example_config_validates():
     assert configs, "configs/train holds the example YAMLs"
     for path in configs:
         parse_args([str(path)])
+
+
+def test_readme_documents_every_eaft_key():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Training") : readme.index("### Data")]
+    assert all(f"`{name}`" in section for name in our_fields())

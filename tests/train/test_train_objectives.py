@@ -96,3 +96,12 @@ def test_existing_run_directory_is_not_overwritten_silently(tmp_path, tiny_model
         train(tmp_path, tiny_model_dir, chat_data, "max_steps=2", "resume=true")
     run_dir = train(tmp_path, tiny_model_dir, chat_data, "max_steps=2", "overwrite_output_dir=true")
     assert (run_dir / "report.md").is_file()
+
+
+@pytest.mark.parametrize("fused", ["true", "false"])
+def test_evaluation_on_held_out_rows(tmp_path, tiny_model_dir, chat_data, fused):
+    run_dir = train(
+        tmp_path, tiny_model_dir, chat_data, "max_steps=4", "eval_strategy=steps", "eval_steps=2", f"fused_loss={fused}"
+    )
+    evals = [row["eval_loss"] for row in read_metrics(run_dir) if "eval_loss" in row]
+    assert len(evals) == 2 and evals[-1] < evals[0]

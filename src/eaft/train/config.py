@@ -216,6 +216,12 @@ def check_our_values(values: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {values[key]!r}")
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def default_output_dir(objective: str) -> str:
     import time
 
@@ -271,6 +277,7 @@ def build_config(merged: dict[str, Any], where: str) -> TrainConfig:
     except (KeyError, ValueError, TypeError) as err:
         raise ConfigError(f"{where}: {err.args[0] if err.args else err}") from None
     kwargs = {**TRAINING_DEFAULTS, **training}
+    kwargs.setdefault("dataloader_pin_memory", _has_accelerator())
     kwargs["output_dir"] = kwargs["output_dir"] or default_output_dir(args.objective)
     try:
         training_args = TrainingArguments(**kwargs)

@@ -136,7 +136,7 @@ class FusedLossPath(LossPath):
             static_weights=static_weights,
             **ref,
         )
-        return loss, stats, None
+        return loss, stats, {}  # no logits: Trainer's evaluation reads none (prediction_loss_only)
 
 
 def choose_loss_path(
