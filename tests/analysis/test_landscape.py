@@ -10,6 +10,7 @@ from eaft.analysis.gradients import add_objective_columns, build_objectives, obj
 from eaft.analysis.landscape import (
     QUADRANTS,
     Panel,
+    _edges,
     conflict_mask,
     gradient_grid,
     plot_gradient_landscape,
@@ -89,6 +90,15 @@ def test_weights_are_the_registry_objectives_and_gradients_scale_by_them(model, 
         objective_weights({k: v for k, v in cols.items()}, build_objective("eaft", {"k": 5}))
 
 
+def test_log_axis_keeps_tiny_probabilities_apart_and_in_range():
+    prob = np.array([0.0, 1e-9, 1e-6, 1e-6, 0.5])  # 0.0: an fp32 underflow
+    panel = Panel("t", np.full(5, 0.5), prob, {"sft": np.ones(5)})
+    px, py = _edges([panel], 9, "log")
+    assert px[0] == 1e-9 and px[-1] == 1.0
+    counts = np.nansum(gradient_grid(panel, "sft", px, py, "sum"), axis=1)  # grad 1 per token: sums count
+    assert counts.sum() == 5 and counts[0] == 2 and counts[3] == 2  # the underflow joins the first column
+
+
 def test_gradient_grid_means_and_sums_per_cell():
     prob = np.array([0.05, 0.05, 0.95, 0.55])
     entropy = np.array([0.05, 0.06, 0.9, 0.5])
@@ -117,6 +127,9 @@ def test_landscape_pngs_are_written_and_not_empty(tmp_path):
     rollouts = Panel("rollouts", *random_plane(seed=9), grads)
     plot_landscape([data, rollouts], th, tmp_path / "landscape.png", bins=20)
     plot_gradient_landscape(data, th, tmp_path / "grad.png", bins=20, stat="sum")
-    assert_png(tmp_path / "landscape.png")
-    assert_png(tmp_path / "grad.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grad.png", "landscape.png"]  # no temp files left
+    plot_landscape([data], th, tmp_path / "log.png", bins=20, prob_axis="log")
+    for name in ("landscape.png", "grad.png", "log.png"):
+        assert_png(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grad.png", "landscape.png", "log.png"]  # no temp files
+    with pytest.raises(ValueError, match="probability axis"):
+        plot_landscape([data], th, tmp_path / "x.png", prob_axis="sqrt")

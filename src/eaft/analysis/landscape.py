@@ -78,9 +78,27 @@ class Panel:
     grads: dict[str, np.ndarray] | None = None
 
 
-def _edges(panels: Sequence[Panel], bins: int) -> tuple[np.ndarray, np.ndarray]:
+PROB_AXES = ("linear", "log")
+
+
+def _edges(panels: Sequence[Panel], bins: int, prob_axis: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges of p(y) (linear on [0, 1], or log from the decade of the smallest p) and of H̃."""
+    if prob_axis not in PROB_AXES:
+        raise ValueError(f"probability axis must be one of {PROB_AXES}, got {prob_axis!r}")
     top = max([1.0, *(float(p.entropy.max()) for p in panels if len(p.entropy))])
-    return np.linspace(0.0, 1.0, bins + 1), np.linspace(0.0, top, bins + 1)
+    py = np.linspace(0.0, top, bins + 1)
+    if prob_axis == "linear":
+        return np.linspace(0.0, 1.0, bins + 1), py
+    smallest = min([1e-3, *(float(p.prob[p.prob > 0].min()) for p in panels if (p.prob > 0).any())])
+    low = 10.0 ** np.floor(np.log10(max(smallest, 1e-12)))
+    return np.logspace(np.log10(low), 0.0, bins + 1), py
+
+
+def _histogram(panel: Panel, px: np.ndarray, py: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    # on a log axis, probabilities below the first edge (fp32 underflow included) land in the first column
+    prob = np.clip(panel.prob, px[0], 1.0)
+    counts, _, _ = np.histogram2d(prob, panel.entropy, bins=(px, py), weights=weights)
+    return counts
 
 
 def _figure(n: int):
@@ -92,11 +110,16 @@ def _figure(n: int):
     return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
 
 
-def _mark_region(ax, th: Thresholds, label: str) -> None:
-    """Hatch the confident-conflict region and name it (with `label`) in the legend."""
+def _mark_region(ax, th: Thresholds, label: str, px: np.ndarray) -> None:
+    """Hatch the confident-conflict region and name it (with `label`) in the legend; set the p(y) axis."""
     from matplotlib.patches import Rectangle
 
-    region = Rectangle((0, 0), th.prob, th.entropy, fill=False, edgecolor="red", hatch="//", lw=1.5)
+    if px[0] > 0:
+        ax.set_xscale("log")
+    ax.set_xlim(px[0], 1.0)
+    region = Rectangle(
+        (px[0], 0), max(th.prob - px[0], 0.0), th.entropy, fill=False, edgecolor="red", hatch="//", lw=1.5
+    )
     ax.add_patch(region)
     ax.axvline(th.prob, color="red", ls=":", lw=0.8)
     ax.axhline(th.entropy, color="red", ls=":", lw=0.8)
@@ -108,22 +131,24 @@ def _save(fig, path: str | Path) -> None:
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-def plot_landscape(panels: Sequence[Panel], th: Thresholds, path: str | Path, bins: int = 50) -> None:
+def plot_landscape(
+    panels: Sequence[Panel], th: Thresholds, path: str | Path, *, bins: int = 50, prob_axis: str = "linear"
+) -> None:
     """Token density over (p(y), H̃), log colour scale, confident-conflict region hatched; one panel per set."""
     from matplotlib.colors import LogNorm
 
-    px, py = _edges(panels, bins)
+    px, py = _edges(panels, bins, prob_axis)
     fig, axes = _figure(len(panels))
     fig.suptitle("Entropy–probability landscape of the label tokens; confident conflicts hatched")
     for ax, panel in zip(axes, panels, strict=True):
-        counts, _, _ = np.histogram2d(panel.prob, panel.entropy, bins=(px, py))
+        counts = _histogram(panel, px, py)
         if counts.sum() > 0:
             share = counts / counts.sum()
             norm = LogNorm(vmin=share[share > 0].min(), vmax=share.max())
             mesh = ax.pcolormesh(px, py, np.ma.masked_equal(share.T, 0), norm=norm, cmap="viridis")
             fig.colorbar(mesh, ax=ax, label="share of tokens")
         conflicts = conflict_mask(panel.entropy, panel.prob, th).mean() if len(panel.prob) else 0.0
-        _mark_region(ax, th, f"{conflicts:.1%} of tokens")
+        _mark_region(ax, th, f"{conflicts:.1%} of tokens", px)
         ax.set(title=f"{panel.title} ({len(panel.prob):,} tokens)", xlabel="target probability p(y)")
         ax.set_ylabel(f"normalized entropy ({th.entropy_column})")
     _save(fig, path)
@@ -134,19 +159,19 @@ def gradient_grid(panel: Panel, objective: str, px: np.ndarray, py: np.ndarray, 
     if stat not in ("mean", "sum"):
         raise ValueError(f"gradient statistic must be 'mean' or 'sum', got {stat!r}")
     grad = panel.grads[objective]
-    total, _, _ = np.histogram2d(panel.prob, panel.entropy, bins=(px, py), weights=grad)
-    counts, _, _ = np.histogram2d(panel.prob, panel.entropy, bins=(px, py))
+    total = _histogram(panel, px, py, weights=grad)
+    counts = _histogram(panel, px, py)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = total / counts if stat == "mean" else total
     return np.where(counts > 0, value, np.nan)
 
 
 def plot_gradient_landscape(
-    panel: Panel, th: Thresholds, path: str | Path, *, bins: int = 50, stat: str = "mean"
+    panel: Panel, th: Thresholds, path: str | Path, *, bins: int = 50, stat: str = "mean", prob_axis: str = "linear"
 ) -> None:
     """Per-token logits-gradient norm ‖w · (softmax − onehot)‖ over (p(y), H̃), one panel per objective,
     one colour scale for all, so that the panels compare directly."""
-    px, py = _edges([panel], bins)
+    px, py = _edges([panel], bins, prob_axis)
     names = list(panel.grads or {})
     grids = [gradient_grid(panel, name, px, py, stat) for name in names]
     top = max([float(np.nanmax(g)) for g in grids if np.isfinite(g).any()] + [1e-12])
@@ -158,7 +183,7 @@ def plot_gradient_landscape(
         fig.colorbar(mesh, ax=ax, label=f"{stat} ‖∂ℓ/∂z‖ per cell")
         grad = panel.grads[name]
         share = float(grad[conflicts].sum() / grad.sum()) if grad.sum() > 0 else 0.0
-        _mark_region(ax, th, f"{share:.1%} of the gradient norm")
+        _mark_region(ax, th, f"{share:.1%} of the gradient norm", px)
         ax.set(title=f"{name} — {panel.title}", xlabel="target probability p(y)")
         ax.set_ylabel(f"normalized entropy ({th.entropy_column})")
     _save(fig, path)

@@ -45,6 +45,7 @@ class AnalyzeConfig:
     objective_param: list[str] = _opt((), "An objective's parameter, as NAME.KEY=VALUE (repeatable).", append=True)
     grad_stat: str = _opt("mean", "Gradient landscape cell value: mean or sum of the per-token gradient norms.")
     bins: int = _opt(50, "Landscape bins per axis.")
+    prob_axis: str = _opt("linear", "Landscape probability axis: linear (0 to 1) or log (shows tiny p apart).")
     top_n: int = _opt(10, "Samples listed in the report, by conflict density.")
     table_format: str = _opt("parquet", "Per-token table format: parquet or jsonl.")
     batch_tokens: int = _opt(2048, "Padded tokens per forward batch.")
@@ -55,7 +56,12 @@ class AnalyzeConfig:
     progress: bool = _opt(True, "Show progress bars.")
 
     def __post_init__(self) -> None:
-        choices = {"entropy": ("topk", "full"), "grad_stat": ("mean", "sum"), "table_format": ("parquet", "jsonl")}
+        choices = {
+            "entropy": ("topk", "full"),
+            "grad_stat": ("mean", "sum"),
+            "table_format": ("parquet", "jsonl"),
+            "prob_axis": ("linear", "log"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -204,7 +210,12 @@ def _write_sets(out: Path, sets: dict, th, config: AnalyzeConfig) -> dict[str, s
         panels.append(panel)
         files[f"{prefix}gradient_landscape"] = f"{prefix}gradient_landscape.png"
         plot_gradient_landscape(
-            panel, th, out / files[f"{prefix}gradient_landscape"], bins=config.bins, stat=config.grad_stat
+            panel,
+            th,
+            out / files[f"{prefix}gradient_landscape"],
+            bins=config.bins,
+            stat=config.grad_stat,
+            prob_axis=config.prob_axis,
         )
-    plot_landscape(panels, th, out / files["landscape"], bins=config.bins)
+    plot_landscape(panels, th, out / files["landscape"], bins=config.bins, prob_axis=config.prob_axis)
     return files
