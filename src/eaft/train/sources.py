@@ -98,6 +98,8 @@ def _lf_row(row: dict[str, Any], entry: dict[str, Any], formatting: str) -> dict
 def _load_lf(name: str, entry: dict[str, Any], dataset_dir: str, max_samples: int | None) -> list[Messages]:
     formatting = _check_lf_entry(entry, f"{dataset_dir}/dataset_info.json[{name}]")
     path = Path(dataset_dir) / entry["file_name"]
+    if not path.is_file():
+        raise DataError(f"{dataset_dir}/dataset_info.json[{name}]: file_name {entry['file_name']!r}: no such file")
     conversations = []
     for row_where, row in read_rows(path):
         if max_samples is not None and len(conversations) >= max_samples:
