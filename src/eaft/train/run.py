@@ -128,11 +128,30 @@ def save_final(model: torch.nn.Module, tokenizer: Any, run_dir: Path, lora: bool
     return target
 
 
+def build_trainer(config: TrainConfig, model: Any, objective: Any, rows: list, heldout: list, collator, run_dir: Path):
+    """LoRA (or not), the sft_kl reference, the loss path, and the Trainer subclass around them."""
+    from eaft.train.trainer import ObjectiveTrainer
+
+    args, training = config.eaft, config.training
+    model = apply_finetuning(model, config)
+    reference = Reference(model, lora=args.finetuning == "lora") if objective.needs_reference else None
+    if reference is not None and reference.model is not model:
+        reference.model.to(training.device)
+    loss_path = choose_loss_path(model, objective, args.fused_loss, reference=reference, chunk_size=args.chunk_size)
+    return ObjectiveTrainer(
+        model=model,
+        args=training,
+        train_dataset=rows,
+        eval_dataset=heldout or None,
+        data_collator=collator,
+        loss_path=loss_path,
+        callbacks=[MetricsCallback(run_dir)],
+    )
+
+
 def run_training(config: TrainConfig) -> Path:
     """Train as configured and return the run directory (complete once report.md exists)."""
     from transformers import set_seed
-
-    from eaft.train.trainer import ObjectiveTrainer
 
     args, training = config.eaft, config.training
     run_dir, checkpoint = prepare_run_dir(config)
@@ -140,40 +159,27 @@ def run_training(config: TrainConfig) -> Path:
     set_seed(training.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     model.to(training.device)
-    train_examples, heldout_examples = prepare_data(config, tokenizer)
+    train_examples, heldout = prepare_data(config, tokenizer)
     collator = CausalLMCollator(tokenizer.pad_token_id)
     objective = build_objective(args.objective, args.objective_args)
     if objective.needs_static_weight:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
-    before = heldout_statistics(model, heldout_examples, collator) if heldout_examples else None
+    before = heldout_statistics(model, heldout, collator) if heldout else None
     rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
-    model = apply_finetuning(model, config)
-    reference = Reference(model, lora=args.finetuning == "lora") if objective.needs_reference else None
-    if reference is not None and reference.model is not model:
-        reference.model.to(training.device)
-    loss_path = choose_loss_path(model, objective, args.fused_loss, reference=reference, chunk_size=args.chunk_size)
-    trainer = ObjectiveTrainer(
-        model=model,
-        args=training,
-        train_dataset=rows,
-        eval_dataset=heldout_examples or None,
-        data_collator=collator,
-        loss_path=loss_path,
-        callbacks=[MetricsCallback(run_dir)],
-    )
+    trainer = build_trainer(config, model, objective, rows, heldout, collator, run_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
         truncate_metrics(run_dir, int(CHECKPOINT.match(checkpoint.name).group(1)))
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    after = heldout_statistics(model, heldout_examples, collator) if heldout_examples else None
-    final = save_final(model, tokenizer, run_dir, lora=args.finetuning == "lora")
+    after = heldout_statistics(trainer.model, heldout, collator) if heldout else None
+    final = save_final(trainer.model, tokenizer, run_dir, lora=args.finetuning == "lora")
     plot_curve(run_dir)
     summary = {
         "model": str(args.model),
         "objective": args.objective,
         "objective_args": dict(args.objective_args),
         "finetuning": args.finetuning,
-        "loss_path": "fused" if loss_path.fused else "materialized logits",
+        "loss_path": "fused" if trainer.loss_path.fused else "materialized logits",
         "training_rows": len(train_examples),
         "steps": result.global_step,
         "train_loss": float(result.training_loss),
@@ -181,8 +187,8 @@ def run_training(config: TrainConfig) -> Path:
         "saved": str(final.relative_to(run_dir)),
     }
     if before is not None:
-        label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in heldout_examples)
-        summary["heldout"] = {"rows": len(heldout_examples), "tokens": label_tokens, "before": before, "after": after}
+        label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in heldout)
+        summary["heldout"] = {"rows": len(heldout), "tokens": label_tokens, "before": before, "after": after}
     write_report(run_dir, summary)
-    logger.info("run complete: %s", run_dir / REPORT)
+    logger.info("run complete in %.0f s: %s", time.time() - started, run_dir / REPORT)
     return run_dir
