@@ -22,7 +22,7 @@ Design:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -45,24 +45,27 @@ GPU_CHUNK_BYTES = 256 * 2**20
 class ChunkMath:
     """The per-chunk math of one backend; `statistics` and `logits_grad` keep the signatures of the shared ones.
 
-    `logits(h, W, b)` gives the chunk's logits in the dtype `statistics` reads; `logits_grad` may overwrite them.
+    `logits(h, W, b, out)` gives the chunk's logits in the dtype `statistics` reads, computed into `out` (a reused
+    [rows, V] buffer in the weight's dtype); `logits_grad` may overwrite them.
     """
 
     name: str
-    logits: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    logits: Callable[[Tensor, Tensor, Tensor | None, Tensor], Tensor]
     statistics: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor | None]]
     logits_grad: Callable[..., Tensor]
 
 
-def linear(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """hidden @ weight.T (+ bias) in the weight's dtype. Shape: [n, H], [V, H], [V] -> [n, V]."""
+def linear(hidden: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """hidden @ weight.T (+ bias) in the weight's dtype, into `out` when given. Shape: [n, H], [V, H], [V] -> [n, V]."""
     hidden = hidden.to(weight.dtype)
-    return hidden @ weight.T if bias is None else torch.addmm(bias.to(weight.dtype), hidden, weight.T)
+    if bias is None:
+        return torch.mm(hidden, weight.T, out=out)
+    return torch.addmm(bias.to(weight.dtype), hidden, weight.T, out=out)
 
 
 TORCH_MATH = ChunkMath(
     name="torch",
-    logits=lambda h, w, b: linear(h, w, b).float(),
+    logits=lambda h, w, b, out: linear(h, w, b, out).float(),
     statistics=chunk_statistics,
     logits_grad=chunk_logits_grad,
 )
@@ -98,15 +101,25 @@ class _Rows:
     ref_weight: Tensor | None
     ref_bias: Tensor | None
     static_weights: Tensor | None
+    buffers: dict[str, Tensor] = field(default_factory=dict)
 
     def chunks(self, size: int) -> list[slice]:
         return [slice(start, start + size) for start in range(0, self.targets.numel(), size)]
 
     def logits(self, sl: slice, math: ChunkMath) -> tuple[Tensor, Tensor | None]:
-        z = math.logits(self.hidden[sl], self.weight, self.bias)
+        """One chunk's logits (and the reference's), in buffers reused across chunks: a fresh [chunk, V] tensor per
+        chunk costs page faults on CPU, where large allocations are mmapped anew each time."""
+        n = self.hidden[sl].shape[0]
+        z = math.logits(self.hidden[sl], self.weight, self.bias, self._buffer("z", self.weight, n))
         if self.ref_hidden is None:
             return z, None
-        return z, math.logits(self.ref_hidden[sl], self.ref_weight, self.ref_bias)
+        ref_out = self._buffer("ref_z", self.ref_weight, n)
+        return z, math.logits(self.ref_hidden[sl], self.ref_weight, self.ref_bias, ref_out)
+
+    def _buffer(self, name: str, weight: Tensor, rows: int) -> Tensor:
+        if name not in self.buffers or self.buffers[name].shape[0] < rows:
+            self.buffers[name] = weight.new_empty(rows, weight.shape[0])
+        return self.buffers[name][:rows]
 
     def stats(self, sl: slice, lse: Tensor, logprob: Tensor, entropy: Tensor, kl: Tensor | None) -> TokenStats:
         weights = self.static_weights[sl] if self.static_weights is not None else None
@@ -211,6 +224,7 @@ class FusedLinearObjectiveFunction(torch.autograd.Function):
         scale = _loss_scale(targets.numel(), opt.num_items_in_batch, hidden.device)
         run = _global_pass if opt.objective.batch_global else _local_pass
         records = run(rows, opt, grads, scale) if targets.numel() else []
+        rows.buffers.clear()
         lse, logprob, entropy, weights = (
             torch.cat([r[i] for r in records]) if records else hidden.new_zeros(0, dtype=torch.float32)
             for i in (0, 1, 2, 4)

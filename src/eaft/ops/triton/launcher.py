@@ -104,7 +104,7 @@ def chunk_logits_grad(
 
 TRITON_MATH = ChunkMath(
     name="triton",
-    logits=lambda h, w, b: linear(h, w, b).contiguous(),
+    logits=lambda h, w, b, out: linear(h, w, b, out),
     statistics=chunk_statistics,
     logits_grad=chunk_logits_grad,
 )
