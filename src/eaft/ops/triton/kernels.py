@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 # A finite "minus infinity" for running maxima, so that 0 · (m_old − m_new) stays 0 on the first block.
-NEG_BIG = -1.0e30
+NEG_BIG = tl.constexpr(-1.0e30)  # compiled kernels may read only constexpr globals
 
 
 @triton.jit
