@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -107,21 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.tokens[0], args.chunk_size)))
         return 0
     rows = []
+    print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     for tokens in args.tokens:
-        for method in args.methods:
-            runs = [measure(method, tokens, args.chunk_size) for _ in range(args.repeats)]
-            rows.append(
-                {
-                    "method": method,
-                    "tokens": tokens,
-                    "seconds": statistics.median(r["seconds"] for r in runs),
-                    "peak_extra_mb": statistics.median(r["peak_extra_mb"] for r in runs),
-                    "runs": runs,
-                }
-            )
-            print(
-                f"{method} T={tokens}: {rows[-1]['seconds']:.2f} s, {rows[-1]['peak_extra_mb']:.0f} MB", file=sys.stderr
-            )
+        # Repeats outermost: on a shared machine each method then meets the same spread of background load.
+        runs = {method: [] for method in args.methods}
+        for _ in range(args.repeats):
+            for method in args.methods:
+                runs[method].append(measure(method, tokens, args.chunk_size))
+                last = runs[method][-1]
+                print(f"{method} T={tokens}: {last['seconds']:.2f} s, {last['peak_extra_mb']:.0f} MB", file=sys.stderr)
+        for method, done in runs.items():
+            seconds = statistics.median(r["seconds"] for r in done)
+            peak = statistics.median(r["peak_extra_mb"] for r in done)
+            rows.append({"method": method, "tokens": tokens, "seconds": seconds, "peak_extra_mb": peak, "runs": done})
+    print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
     print("| method | T | time (s) | × ce | peak above inputs (MB) |\n|---|---|---|---|---|")
     for row in rows:
         ce = next((r for r in rows if r["method"] == "ce" and r["tokens"] == row["tokens"]), None)
