@@ -114,3 +114,41 @@ def test_validate_rejects_a_bad_objective_parameter(tmp_path):
     path = write_experiment(tmp_path, [{"objective": "eaft", "objective_args": {"alpah": 2}}])
     with pytest.raises(ValueError, match="alpha"):
         exp.validate(exp.load_experiment(path))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (REPO / "configs" / "experiments").glob("*.yaml") if p.name != "paper_train.yaml")
+)
+def test_shipped_experiments_are_valid(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    experiment = exp.load_experiment(Path("configs") / "experiments" / name)
+    exp.validate(experiment)
+    if experiment.launcher:
+        config_file = experiment.launcher[experiment.launcher.index("--config_file") + 1]
+        assert (REPO / config_file).is_file()
+
+
+def test_paper_recipes_follow_table_4(monkeypatch):
+    monkeypatch.chdir(REPO)
+    math = exp.load_experiment(Path("configs/experiments/qwen3_4b_instruct_math.yaml"))
+    assert [r.config["objective"] for r in math.runs] == ["sft", "eaft", "sft_kl", "flow", "dft", "talr"]
+    config = math.runs[0].config
+    assert config["learning_rate"] == 1e-5 and config["lr_scheduler_type"] == "cosine"
+    assert config["warmup_steps"] == 0.03 and config["num_train_epochs"] == 10 and config["cutoff_len"] == 16384
+    num_processes = int(math.launcher[math.launcher.index("--num_processes") + 1])
+    assert num_processes * config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 64
+    assert math.runs[2].config["objective_args"] == {"beta": 0.5}
+    medical = exp.load_experiment(Path("configs/experiments/qwen3_4b_thinking_medical.yaml"))
+    assert medical.base_model == "Qwen/Qwen3-4B-Thinking-2507" and math.base_model == "Qwen/Qwen3-4B-Instruct-2507"
+
+
+def test_cpu_experiment_reads_gsm8k_train(monkeypatch):
+    from eaft.train.sources import load_dataset_conversations
+
+    monkeypatch.chdir(REPO)
+    config = exp.load_experiment(Path("configs/experiments/smollm2_gsm8k_cpu.yaml")).runs[0].config
+    rows = load_dataset_conversations(config["dataset"], dataset_dir=config["dataset_dir"], max_samples=3)
+    assert len(rows) == 3 and rows[0][-1]["role"] == "assistant" and "####" in rows[0][-1]["content"]

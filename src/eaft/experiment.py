@@ -3,7 +3,8 @@
 ```yaml
 name: gsm8k_cpu                       # default: the file name
 out: runs/experiments/gsm8k_cpu       # relative to the current directory (default runs/experiments/<name>)
-train: ../train/base.yaml             # an `eaft train` config file (relative to this YAML) or an inline mapping
+train: ../train/base.yaml             # an `eaft train` config file (relative to this YAML), or a mapping
+                                      # (which may name a `base:` file, relative to this YAML)
 suite: ../suites/quick.yaml           # an `eaft eval` suite (relative to this YAML)
 eval_limit: 50                        # optional: `eaft eval --limit`
 launcher: accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml   # optional training prefix
@@ -88,7 +89,14 @@ def _train_base(value: Any, source: Path) -> dict[str, Any]:
             return load_yaml(source.parent / value)
         except ConfigError as err:
             raise ExperimentError(f"{source}: train: {err}") from None
-    return dict(_mapping(value, f"{source}: train"))
+    train = dict(_mapping(value, f"{source}: train"))
+    base = train.pop("base", None)
+    if base is None:
+        return train
+    try:
+        return {**load_yaml(source.parent / str(base)), **train}
+    except ConfigError as err:
+        raise ExperimentError(f"{source}: train.base: {err}") from None
 
 
 def _run_spec(entry: Any, index: int, train: dict[str, Any], out: Path, source: Path) -> RunSpec:
@@ -137,12 +145,19 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def validate(experiment: Experiment) -> None:
-    """Every run's training config and the suite are checked without running anything."""
+    """Every run's training config and the suite are checked without running anything.
+
+    On a machine without an accelerator, TrainingArguments' hardware check (bf16 needs a GPU) is relaxed with
+    `use_cpu`, so a full-scale recipe can be checked anywhere; its keys and values are still validated.
+    """
+    import torch
+
     from eaft.evaluate.suite import load_suite
     from eaft.train.config import build_config
 
+    relax = {} if torch.cuda.is_available() else {"use_cpu": True}
     for run in experiment.runs:
-        build_config(run.config, f"{experiment.source}: run {run.name!r}")
+        build_config({**run.config, **relax}, f"{experiment.source}: run {run.name!r}")
     load_suite(experiment.suite, limit=experiment.eval_limit)
 
 
