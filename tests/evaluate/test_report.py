@@ -73,6 +73,16 @@ def test_first_run_is_the_base_by_default(runs, tmp_path):
     assert json.loads((out / "forgetting.json").read_text())["base"] == "base"
 
 
+def test_no_scatter_without_both_groups(tmp_path, capsys):
+    only_general = [make_run(tmp_path, n, {"g1": s}) for n, s in (("b", 50), ("x", 40))]
+    out = tmp_path / "r"
+    (out).mkdir()
+    (out / "forgetting.png").write_bytes(b"stale")
+    assert main([*only_general, "--out", str(out)]) == 0
+    assert not (out / "forgetting.png").exists() and json.loads((out / "forgetting.json").read_text())["plot"] is None
+    assert "no scatter" in capsys.readouterr().out
+
+
 def test_errors(runs, tmp_path, capsys):
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
     assert "no results.json" in capsys.readouterr().err

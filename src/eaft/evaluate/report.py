@@ -209,11 +209,13 @@ def write_report(base_dir: str | Path, run_dirs: list[str | Path], out: str | Pa
             run["run"] = f"{Path(path).resolve().parent.name}/{run['run']}"
     table = forgetting_table(base, runs)
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "forgetting.png").unlink(missing_ok=True)  # never leave an older run's plot beside this table
+    plot = scatter_png(table, out / "forgetting.png")
+    table["plot"] = plot.name if plot else None
     write_json_atomic(out / "forgetting.json", table)
-    markdown = table_markdown(table)
-    (out / ".forgetting.md.tmp").write_text(markdown, encoding="utf-8")
+    (out / ".forgetting.md.tmp").write_text(table_markdown(table), encoding="utf-8")
     (out / ".forgetting.md.tmp").replace(out / "forgetting.md")
-    scatter_png(table, out / "forgetting.png")
     return table
 
 
@@ -230,5 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eaft report: {err}", file=sys.stderr)
         return 2
     print(table_markdown(table))
-    print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, forgetting.png")
+    plot = table["plot"] or "no scatter (it needs runs with both target and general tasks)"
+    print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, {plot}")
     return 0
