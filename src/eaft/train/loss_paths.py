@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 from typing import Any
 
@@ -36,8 +37,38 @@ class Reference:
 
 
 def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers CausalLM under a PEFT wrapper (LoRA layers stay injected in it)."""
+    """The transformers CausalLM under DDP / DeepSpeed / FSDP1 wrappers (`.module`) and PEFT (LoRA stays injected)."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def sharded_head_reason(head: torch.nn.Module) -> str | None:
+    """Why the lm_head weight is sharded across ranks (FSDP, DeepSpeed ZeRO-3), or None when each rank holds it all.
+
+    The fused op multiplies by the whole [V, H] weight outside the model's forward, where FSDP and ZeRO-3 have
+    already resharded it; refused rather than computed from a shard.
+    """
+    weight = head.weight
+    if type(weight).__name__ == "DTensor" or hasattr(weight, "device_mesh"):
+        return "the lm_head weight is a sharded DTensor (FSDP2)"
+    if hasattr(weight, "ds_id") or hasattr(weight, "ds_status"):
+        return "the lm_head weight is partitioned by DeepSpeed ZeRO-3"
+    if type(weight).__name__ == "FlatParameter" or hasattr(weight, "_is_flat_param"):
+        return "the lm_head weight lives in an FSDP flat parameter"
+    return None
+
+
+def sharded_launch_reason() -> str | None:
+    """Why the launcher will shard parameters (accelerate's FSDP or ZeRO-3 environment), or None."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "the run is launched with FSDP (parameters are sharded)"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "") == "3":
+            return "the run is launched with DeepSpeed ZeRO-3 (parameters are partitioned)"
+    return None
 
 
 def fused_unsupported_reason(model: torch.nn.Module) -> str | None:
@@ -55,7 +86,9 @@ def fused_unsupported_reason(model: torch.nn.Module) -> str | None:
         return f"lm_head is a {type(head).__name__} (e.g. LoRA on lm_head), not a plain Linear"
     if not hasattr(base, "get_decoder") or base.get_decoder() is None:
         return "the model does not expose its decoder body (get_decoder)"
-    return None
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return "the model's forward takes no logits_to_keep (needed to skip its logits)"
+    return sharded_head_reason(head) or sharded_launch_reason()
 
 
 def fused_available() -> bool:
@@ -113,9 +146,28 @@ class FusedLossPath(LossPath):
 
     @staticmethod
     def hidden_and_head(model: torch.nn.Module, inputs: dict[str, Tensor]) -> tuple[Tensor, torch.nn.Linear]:
+        """Last hidden states [B, S, H] and the lm_head, from a forward through `model` itself.
+
+        The forward goes through the outermost wrapper (DDP, DeepSpeed) so that its gradient synchronisation is
+        armed; calling the decoder directly would skip DDP's forward and leave the gradients un-reduced. The
+        decoder's output is captured by a hook, and `logits_to_keep` (no positions) spares the logits.
+        """
         base = base_causal_lm(model)
-        hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
-        return hidden, base.get_output_embeddings()
+        head = base.get_output_embeddings()
+        reason = sharded_head_reason(head)
+        if reason:
+            raise RuntimeError(f"fused_loss cannot run: {reason}; use fused_loss=false")
+        captured = []
+        hook = base.get_decoder().register_forward_hook(
+            lambda _module, _args, output: captured.append(output[0] if isinstance(output, tuple) else output)
+        )
+        try:
+            no_positions = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
+            model(**inputs, use_cache=False, logits_to_keep=no_positions)
+        finally:
+            hook.remove()
+        hidden = captured[-1]
+        return getattr(hidden, "last_hidden_state", hidden), head
 
     def __call__(self, model, inputs, labels, static_weights, num_items_in_batch):
         from eaft.ops import fused_linear_objective

@@ -34,6 +34,12 @@ class ObjectiveTrainer(Trainer):
 
     def __init__(self, *args: Any, loss_path: LossPath, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.args.world_size > 1 and not self.args.average_tokens_across_devices:
+            # Each rank would divide by its own token count: a mean of per-rank means, not the window's mean.
+            raise ValueError(
+                "average_tokens_across_devices=false with several processes would weight ranks unequally; "
+                "set average_tokens_across_devices=true (the loss is normalized by the label tokens of all ranks)"
+            )
         self.loss_path = loss_path
         # Makes Trainer count the window's label tokens into num_items_in_batch (our loss divides by it).
         self.model_accepts_loss_kwargs = True
