@@ -18,16 +18,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-#: (objective, fused, objective params) for each variant; masked_sft checks that its quantile is global.
+#: (objective, fused, objective params); masked_sft and talr check that their batch statistics span the ranks.
 VARIANTS = {
     "sft": ("sft", False, {}),
     "sft_fused": ("sft", True, {}),
     "eaft": ("eaft", False, {}),
     "eaft_fused": ("eaft", True, {}),
+    "masked_sft": ("masked_sft", False, {"quantile": 0.3}),
+    "masked_sft_fused": ("masked_sft", True, {"quantile": 0.3}),
+    "talr": ("talr", False, {}),
+    "talr_fused": ("talr", True, {}),
 }
 GLOBAL_BATCH = 4  # rows per micro-batch over all ranks
 ACCUMULATION = 2
 STEPS = 2
+SHARPEN = 25.0  # scale of the random lm_head
 LOGGED = ("loss", "ce", "mean_weight", "label_tokens", "mean_entropy")
 
 
@@ -60,13 +65,15 @@ def train_variant(name: str, world_size: int) -> dict:
     objective_name, fused, params = VARIANTS[name]
     tokenizer = build_tokenizer()
     model = build_model("llama", vocab_size=len(tokenizer), seed=0)
+    with torch.no_grad():  # peaked predictions: entropies and token losses spread, so batch statistics matter
+        model.lm_head.weight.mul_(SHARPEN)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=GLOBAL_BATCH // world_size,
             gradient_accumulation_steps=ACCUMULATION,
             max_steps=STEPS,
-            learning_rate=0.5,
+            learning_rate=0.05,
             optim="sgd",
             lr_scheduler_type="constant",
             weight_decay=0.0,

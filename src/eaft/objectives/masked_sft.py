@@ -2,7 +2,8 @@
 
 Paper: the hard-mask ablation of EAFT (arXiv 2601.02151).
 Formula: L = -Σ_t 1[H̃_t ≥ Q_q(H̃)] · log p(y_t) / N, with Q_q the q-quantile of H̃ over the batch's label tokens
-(linear interpolation, as `torch.quantile`). N still counts every label token, so dropped tokens lower the loss
+(linear interpolation, as `torch.quantile`). The batch is the micro-batch of all ranks (gathered).
+N still counts every label token, so dropped tokens lower the loss
 rather than re-weighting the rest.
 """
 
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
+from eaft.objectives.collective import gather_across_ranks
 from eaft.objectives.stats import EntropySpec, TokenStats
 
 
@@ -40,6 +42,8 @@ class MaskedSFT(Objective):
         return torch.quantile(entropy.detach().float(), self.quantile)
 
     def token_weights(self, stats: TokenStats) -> Tensor:
-        if stats.num_tokens == 0:
+        # The quantile spans the batch on every rank (the gather is the identity on one process).
+        every = gather_across_ranks(stats.entropy.float())
+        if every.numel() == 0:
             return torch.ones_like(stats.entropy)
-        return (stats.entropy >= self.threshold(stats.entropy)).to(stats.entropy.dtype)
+        return (stats.entropy >= self.threshold(every).to(stats.entropy.dtype)).to(stats.entropy.dtype)

@@ -8,7 +8,8 @@ Formula: L = −Σ_t max(N · p_t^{1/τ} / Σ_j p_j^{1/τ}, w_min) · log p(y_t)
 
 Choices the paper leaves open, made here: the simplex weights are multiplied by N (the batch's label-token
 count) so that their mean is 1 and the loss keeps the scale of CE; τ is the median over tokens (not over
-per-sequence means), floored at 1e-6; w_min defaults to 0.01 and is applied after that rescaling.
+per-sequence means), floored at 1e-6; the batch is the micro-batch of all ranks (statistics gathered);
+w_min defaults to 0.01 and is applied after that rescaling.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
+from eaft.objectives.collective import gather_across_ranks
 from eaft.objectives.stats import TokenStats
 
 
@@ -44,10 +46,12 @@ class TALR(Objective):
         return max(float(torch.median(-logprob.detach().float())), 1e-6)
 
     def token_weights(self, stats: TokenStats) -> Tensor:
-        n = stats.num_tokens
         logprob = stats.target_logprob.detach().float()
+        # τ, N and the normaliser span the batch's tokens on every rank (identity on one process).
+        every = gather_across_ranks(logprob)
+        n = every.numel()
         if n == 0:
             return torch.ones_like(logprob)
-        scaled = logprob / self.temperature(logprob)
-        weights = torch.exp(scaled - torch.logsumexp(scaled, 0) + math.log(n))
+        tau = self.temperature(every)
+        weights = torch.exp(logprob / tau - torch.logsumexp(every / tau, 0) + math.log(n))
         return weights.clamp_min(self.min_weight)

@@ -224,6 +224,10 @@ class FusedLinearObjectiveFunction(torch.autograd.Function):
         scale = _loss_scale(targets.numel(), opt.num_items_in_batch, hidden.device)
         run = _global_pass if opt.objective.batch_global else _local_pass
         records = run(rows, opt, grads, scale) if targets.numel() else []
+        if not targets.numel() and opt.objective.batch_global:
+            # Batch-global weights gather statistics over ranks: a rank without label tokens still takes part.
+            empty = hidden.new_zeros(0, dtype=torch.float32)
+            opt.objective.token_weights(TokenStats(empty, empty, empty))
         rows.buffers.clear()
         lse, logprob, entropy, weights = (
             torch.cat([r[i] for r in records]) if records else hidden.new_zeros(0, dtype=torch.float32)
