@@ -82,6 +82,27 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     return run_dir, checkpoint
 
 
+def prepare_run_dir_on_ranks(config: TrainConfig) -> tuple[Path, Path | None]:
+    """`prepare_run_dir` on the main process, then the others read the result (it clears and writes the dir)."""
+    import os
+
+    training = config.training
+    _ = training.device  # sets up the process group: world_size reads 1 before that
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training.world_size != launched:
+        raise RunError(
+            f"launched as {launched} processes but the trainer resolved {training.world_size} "
+            f"({training.distributed_state.distributed_type}); each would train alone. On CPU pass use_cpu=true"
+        )
+    if training.world_size <= 1:
+        return prepare_run_dir(config)
+    with training.main_process_first(local=False, desc="prepare the run directory"):
+        if training.process_index == 0:
+            return prepare_run_dir(config)
+    run_dir = Path(training.output_dir)
+    return run_dir, resume_checkpoint(config, run_dir)
+
+
 def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list[dict], list[dict]]:
     args = config.eaft
     conversations = load_dataset_conversations(
@@ -154,7 +175,7 @@ def run_training(config: TrainConfig) -> Path:
     from transformers import set_seed
 
     args, training = config.eaft, config.training
-    run_dir, checkpoint = prepare_run_dir(config)
+    run_dir, checkpoint = prepare_run_dir_on_ranks(config)
     started = time.time()
     set_seed(training.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -172,6 +193,8 @@ def run_training(config: TrainConfig) -> Path:
         truncate_metrics(run_dir, int(CHECKPOINT.match(checkpoint.name).group(1)))
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     after = heldout_statistics(trainer.model, heldout, collator) if heldout else None
+    if not trainer.is_world_process_zero():
+        return run_dir  # the main process saves the model and writes the report
     final = save_final(trainer.model, tokenizer, run_dir, lora=args.finetuning == "lora")
     plot_curve(run_dir)
     summary = {
