@@ -33,6 +33,8 @@ def run_dirs(tmp_path_factory):
         args += ["--objectives", "dft", "--bins", "20", "--top-n", "3"]
         if name == "sharp":
             args += ["--rollouts", "2", "--max-new-tokens", "5", "--table-format", "jsonl"]
+        else:
+            args += ["--entropy", "full", "--prob-axis", "log"]
         assert eaft_main(args) == 0
         dirs.append(out)
     return dirs
@@ -87,7 +89,11 @@ def test_compare_prints_how_conflicts_and_entropy_moved(run_dirs, capsys):
     assert eaft_main(["analyze", "--compare", str(sharp), str(plain)]) == 0
     text = capsys.readouterr().out
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in run_dirs)
-    assert "warning" not in text  # same data, same tokenizer: same fingerprint
+    assert "different tokens" not in text  # same data, same tokenizer: same fingerprint
+    assert "different entropies on the axis (entropy_topk and entropy_full)" in text
+    assert s2["thresholds"]["entropy"] == pytest.approx(
+        np.quantile(read_table(plain / "tokens.parquet")["entropy_full"], 0.15)
+    )
     a, b = s1["data"]["mean_entropy"], s2["data"]["mean_entropy"]
     assert f"| mean entropy H̃ | {a:.4f} | {b:.4f} | {b - a:+.4f} |" in text
     a, b = s1["data"]["confident_conflict_share"], s2["data"]["confident_conflict_share"]

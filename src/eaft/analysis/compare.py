@@ -69,6 +69,12 @@ def compare_runs(dir1: str | Path, dir2: str | Path) -> str:
             "max_samples, cutoff_len or tokenizer; the figures below compare different token sets.",
             "",
         ]
+    e1, e2 = s1["thresholds"]["entropy_column"], s2["thresholds"]["entropy_column"]
+    if e1 != e2:
+        lines += [
+            f"warning: the runs put different entropies on the axis ({e1} and {e2}); mean H̃ is not comparable.",
+            "",
+        ]
     for which in ("data", "rollouts"):
         if which not in s1 or which not in s2:
             continue

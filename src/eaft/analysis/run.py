@@ -145,12 +145,13 @@ def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
     objectives = build_objectives(config.objectives, config.objective_params())
     conversations, samples = encode_samples(config, tokenizer)
     data = analyze_tokens(model, tokenizer, samples, config, objectives, "analyze data")
+    axis = entropy_column(TOPK_SPEC if config.entropy == "topk" else FULL_SPEC)
     th = quantile_thresholds(
-        data[entropy_column(TOPK_SPEC if config.entropy == "topk" else FULL_SPEC)],
+        data[axis],
         data["prob"],
         entropy_quantile=config.entropy_quantile,
         prob_quantile=config.prob_quantile,
-        entropy_column=entropy_column(TOPK_SPEC if config.entropy == "topk" else FULL_SPEC),
+        entropy_column=axis,
     )
     sets = {"data": (data, samples, len(samples))}
     if config.rollouts:
