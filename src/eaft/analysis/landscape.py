@@ -105,7 +105,7 @@ def _figure(n: int):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2 * n, 4.4), layout="constrained")
+    fig = Figure(figsize=(max(5.2 * n, 7.0), 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
 
@@ -139,7 +139,7 @@ def plot_landscape(
 
     px, py = _edges(panels, bins, prob_axis)
     fig, axes = _figure(len(panels))
-    fig.suptitle("Entropy–probability landscape of the label tokens; confident conflicts hatched")
+    fig.suptitle("Entropy–probability landscape of the label tokens\n(confident conflicts hatched)", fontsize=11)
     for ax, panel in zip(axes, panels, strict=True):
         counts = _histogram(panel, px, py)
         if counts.sum() > 0:
@@ -177,7 +177,9 @@ def plot_gradient_landscape(
     top = max([float(np.nanmax(g)) for g in grids if np.isfinite(g).any()] + [1e-12])
     conflicts = conflict_mask(panel.entropy, panel.prob, th)
     fig, axes = _figure(len(names))
-    fig.suptitle(f"Gradient landscape ({panel.title}): {stat} ‖w·(softmax − onehot)‖ of the logits per cell")
+    fig.suptitle(
+        f"Gradient landscape ({panel.title}): {stat} ‖w·(softmax − onehot)‖ of the logits per cell", fontsize=11
+    )
     for ax, name, grid in zip(axes, names, grids, strict=True):
         mesh = ax.pcolormesh(px, py, np.ma.masked_invalid(grid.T), vmin=0.0, vmax=top, cmap="magma")
         fig.colorbar(mesh, ax=ax, label=f"{stat} ‖∂ℓ/∂z‖ per cell")
