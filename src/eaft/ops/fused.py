@@ -63,9 +63,20 @@ def linear(hidden: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | No
     return torch.addmm(bias.to(weight.dtype), hidden, weight.T, out=out)
 
 
+def _torch_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> Tensor:
+    """The chunk's fp32 logits. On CPU, MKL runs a skinny chunk much faster with the vocabulary as the long side
+    (z.T = W @ h.T, then one transposing copy into `out`; measured 6.0 vs 9.7 ms per row at 56 rows)."""
+    if hidden.device.type != "cpu":
+        return linear(hidden, weight, bias, out).float()
+    zt = torch.mm(weight, hidden.to(weight.dtype).T)
+    if bias is not None:
+        zt += bias.to(weight.dtype)[:, None]
+    return out.copy_(zt.T).float()
+
+
 TORCH_MATH = ChunkMath(
     name="torch",
-    logits=lambda h, w, b, out: linear(h, w, b, out).float(),
+    logits=_torch_logits,
     statistics=chunk_statistics,
     logits_grad=chunk_logits_grad,
 )
@@ -142,7 +153,8 @@ class _Grads:
     def add_chunk(self, grad_logits: Tensor, sl: slice, rows: _Rows) -> None:
         """Back-propagate d(loss)/d(logits) of one chunk through the linear layer. Shape: [n, V]."""
         if self.hidden is not None:
-            self.hidden[sl] = (grad_logits.to(rows.weight.dtype) @ rows.weight).to(self.hidden.dtype)
+            # (Wᵀ gᵀ)ᵀ rather than g W: the same product, faster for skinny chunks under MKL.
+            self.hidden[sl] = torch.mm(rows.weight.T, grad_logits.to(rows.weight.dtype).T).T.to(self.hidden.dtype)
         if self.weight is not None:
             self.weight.addmm_(grad_logits.T.float(), rows.hidden[sl].float())
         if self.bias is not None:
