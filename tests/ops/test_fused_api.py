@@ -7,7 +7,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from eaft.ops import FusedLinearObjective, fused_linear_objective
-from eaft.ops.fused import _resolve_math
+from eaft.ops.api import _resolve_math
 from tests.ops.cases import assert_matches, make_inputs, run_fused, run_reference
 from tests.reference import naive_objectives as ref
 
