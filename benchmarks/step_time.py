@@ -1,10 +1,11 @@
 """Step time of SmolLM2-135M-Instruct LoRA training: sft vs eaft (and Hugging Face's own CE), same run.
 
 Each step is forward + objective + backward + AdamW on one batch of the shipped house_calc set, through the loss
-path `eaft train` uses. The variants are interleaved step by step on the same batches, so that load on a shared
-machine hits them alike; the median of N steps is reported.
+paths `eaft train` uses: materialized logits (`sft`, `eaft`) and the fused op from hidden states (`sft_fused`,
+`eaft_fused`), beside Hugging Face's own CE (`hf_ce`). The variants are interleaved step by step on the same
+batches, so that load on a shared machine hits them alike; the median of N steps is reported.
 
-    .venv/bin/python benchmarks/step_time.py --steps 20 --batch 8 [--fused]
+    .venv/bin/python benchmarks/step_time.py --steps 16 --batch 4
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--fused", action="store_true", help="use the fused linear+objective path")
+    parser.add_argument("--no-fused", action="store_true", help="leave out the fused variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -45,8 +46,9 @@ def main() -> None:
     examples = encode_dataset(tokenizer, load_dataset_conversations("house_calc"), cutoff_len=128)
     collator = CausalLMCollator(tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    path_cls = FusedLossPath if args.fused else LossPath
-    variants = {name: path_cls(build_objective(name)) for name in ("sft", "eaft")}
+    variants = {name: LossPath(build_objective(name)) for name in ("sft", "eaft")}
+    if not args.no_fused:
+        variants |= {f"{name}_fused": FusedLossPath(build_objective(name)) for name in ("sft", "eaft")}
     times: dict[str, list[float]] = {name: [] for name in (*variants, "hf_ce")}
     for step in range(args.warmup + args.steps):
         start = (step * args.batch) % (len(examples) - args.batch)
@@ -64,16 +66,19 @@ def main() -> None:
             if step >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    tokens = args.batch * sum(len(e["input_ids"]) for e in examples[: args.batch]) / args.batch
+    tokens = sum(len(e["input_ids"]) for e in examples[: args.batch])
     print(
-        f"SmolLM2-135M-Instruct LoRA r=8, batch {args.batch} (~{tokens:.0f} tokens), {args.threads} threads, "
-        f"{'fused' if args.fused else 'materialized logits'} path, median of {args.steps} interleaved steps"
+        f"SmolLM2-135M-Instruct LoRA r=8, batch {args.batch} (~{tokens} tokens), {args.threads} threads, "
+        f"median of {args.steps} interleaved steps"
     )
     for name, value in medians.items():
-        print(f"  {name:<6} {value * 1000:8.1f} ms/step")
+        print(f"  {name:<10} {value * 1000:8.1f} ms/step   (min {min(times[name]) * 1000:8.1f})")
     print(
         f"  eaft / sft = {medians['eaft'] / medians['sft']:.3f}   sft / hf_ce = {medians['sft'] / medians['hf_ce']:.3f}"
     )
+    if "eaft_fused" in medians:
+        ratio = medians["eaft_fused"] / medians["sft_fused"]
+        print(f"  eaft_fused / sft_fused = {ratio:.3f}   sft_fused / sft = {medians['sft_fused'] / medians['sft']:.3f}")
 
 
 if __name__ == "__main__":
