@@ -105,3 +105,9 @@ def test_evaluation_on_held_out_rows(tmp_path, tiny_model_dir, chat_data, fused)
     )
     evals = [row["eval_loss"] for row in read_metrics(run_dir) if "eval_loss" in row]
     assert len(evals) == 2 and evals[-1] < evals[0]
+
+
+def test_gradient_checkpointing_with_bf16_weights(tmp_path, tiny_model_dir, chat_data):
+    run_dir = train(tmp_path, tiny_model_dir, chat_data, "gradient_checkpointing=true", "dtype=bfloat16")
+    assert logged(run_dir, "ce")[-1] < logged(run_dir, "ce")[0]
+    assert "gradient_checkpointing: true" in (run_dir / "config.yaml").read_text()
