@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eaft.objectives import Objective, StepStats, causal_lm_objective_loss
+from eaft.objectives import Objective, ObjectiveLossFunc, StepStats
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class LossPath:
         self.objective = objective
         self.reference = reference
         self.chunk_size = chunk_size
+        self.loss_func = ObjectiveLossFunc(objective, chunk_size=chunk_size)
 
     def __call__(
         self,
@@ -124,18 +125,8 @@ class LossPath:
             with torch.no_grad(), self.reference.context():
                 ref_logits = self.reference.model(**inputs, use_cache=False).logits
         outputs = model(**inputs, use_cache=False)
-        logits = getattr(outputs, "logits", None)
-        if logits is None:
-            raise ValueError(f"objective {self.objective.name!r} needs the model's logits, but the model returned none")
-        loss, stats = causal_lm_objective_loss(
-            logits,
-            labels,
-            self.objective,
-            ref_logits=ref_logits,
-            static_weights=static_weights,
-            num_items_in_batch=num_items_in_batch,
-            chunk_size=self.chunk_size,
-        )
+        loss = self.loss_func(outputs, labels, num_items_in_batch, ref_logits=ref_logits, static_weights=static_weights)
+        stats = self.loss_func.pop_window_stats()
         return loss, stats, outputs
 
 
