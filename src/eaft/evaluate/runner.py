@@ -22,6 +22,7 @@ from eaft.evaluate.ifeval import MissingResource, evaluate_ifeval
 from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval
 from eaft.evaluate.multiple_choice import evaluate_multiple_choice
+from eaft.evaluate.reference_likelihood import evaluate_reference_likelihood
 from eaft.evaluate.self_consistency import evaluate_self_consistency, reference_identity
 from eaft.evaluate.suite import Suite, load_suite
 from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec
@@ -40,6 +41,8 @@ def run_native(task: TaskSpec, handle: ModelHandle, cache: ResultCache) -> TaskO
         return evaluate_ifeval(task, handle)
     if task.type == "function_call":
         return evaluate_function_call(task, handle)
+    if task.type == "reference_likelihood":
+        return evaluate_reference_likelihood(task, handle)
     return evaluate_self_consistency(task, handle, cache)
 
 

@@ -82,6 +82,19 @@ class SelfConsistencyOptions:
 
 
 @dataclass(frozen=True)
+class ReferenceLikelihoodOptions:
+    """Teacher-forced NLL of each row's reference response after its prompt: how well the model has learnt a
+    domain's written answers, without generating (cheap, and not floored at chance like exact match)."""
+
+    prompt: str = field(default="{question}", metadata={"help": "template of the user message"})
+    answer: str = field(default="answer", metadata={"help": "field with the reference response"})
+    system: str | None = field(default=None, metadata={"help": "optional system message"})
+    chat: bool = field(default=True, metadata={"help": "use the chat template (false: plain prompt)"})
+    max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
+    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
+
+
+@dataclass(frozen=True)
 class FunctionCallOptions:
     """BFCL-style function calling (`eaft.evaluate.function_call`): `path` is a folder of `BFCL_v3_<category>.json`
     files with their `possible_answer/` folder; `limit` applies per category; the score averages the categories."""
@@ -104,6 +117,7 @@ OPTIONS: dict[str, type] = {
     "ifeval": IFEvalOptions,
     "self_consistency": SelfConsistencyOptions,
     "function_call": FunctionCallOptions,
+    "reference_likelihood": ReferenceLikelihoodOptions,
 }
 _CHOICES = {
     "scoring": ("raw", "per_char", "per_token"),
