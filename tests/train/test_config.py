@@ -43,6 +43,8 @@ def test_yaml_file_gives_defaults_and_cli_overrides(tmp_path):
         (["remove_unused_columns=true"], r"remove_unused_columns must be False"),
         (["lr_scheduler_type=zigzag"], r"zigzag"),
         (["lora_rank=4", "novalue"], r"expected key=value"),
+        (["checkpoint_steps=[0,5]"], r"checkpoint_steps must be a list of positive step numbers"),
+        (["checkpoint_steps=10"], r"checkpoint_steps must be a list"),
     ],
 )
 def test_config_errors_name_the_key(argv, message):
@@ -79,3 +81,12 @@ def test_readme_documents_every_eaft_key():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Training") : readme.index("### Data")]
     assert all(f"`{name}`" in section for name in our_fields())
+
+
+def test_a_dataset_on_the_command_line_takes_eaft_defaults_not_the_demo(tmp_path):
+    config = parse_args(["dataset=rows.jsonl", "num_train_epochs=2"])
+    assert config.training.num_train_epochs == 2 and config.training.max_steps == -1  # the demo caps at 20
+    assert config.eaft.val_size == 0 and config.eaft.objective == "sft"  # the demo holds out 40 rows, trains eaft
+    assert config.training.learning_rate == 1e-4  # eaft's documented default, not the demo's 5e-4
+    with pytest.raises(ConfigError, match=r"^command line: unknown key"):
+        parse_args(["dataset=rows.jsonl", "learning_rat=1"])

@@ -37,7 +37,13 @@ def parse_args(argv: list[str]) -> TrainConfig:
 
     path = argv[0] if argv and "=" not in argv[0] else None
     overrides = argv[1:] if path else argv
-    base, where = (load_yaml(path), path) if path else (embedded_default(), "embedded default config")
+    if path:
+        base, where = load_yaml(path), (f"{path} + command line" if overrides else path)
+    elif any(item.partition("=")[0].strip().lstrip("-") == "dataset" for item in overrides):
+        base, where = {}, "command line"  # a user's data: eaft's documented defaults, not the demo's
+    else:
+        where = "command line over the embedded default config" if overrides else "embedded default config"
+        base = embedded_default()
     merged = apply_overrides(base, overrides)
     if is_llamafactory(merged):
         merged = translate_llamafactory(merged, where)

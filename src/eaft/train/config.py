@@ -68,6 +68,11 @@ class EaftArguments:
         "Compute the objective from hidden states with the fused chunked op (no [B,S,V] logits): auto, true, false.",
     )
     chunk_size: int = opt(1024, "Label tokens per chunk in the objective's fp32 statistics.")
+    checkpoint_steps: Any = opt(
+        None,
+        "Steps at which a checkpoint is saved besides every save_steps, e.g. [10, 20, 40] (each checkpoint holds "
+        "the tokenizer too, so `eaft eval` can score it; `eaft experiment` sets this from eval_steps).",
+    )
     resume: bool = opt(False, "Continue from the last complete checkpoint in output_dir.")
     overwrite_output_dir: bool = opt(False, "Allow a fresh run into an output_dir that already holds a run.")
 
@@ -210,6 +215,11 @@ def check_our_values(values: dict[str, Any], where: str) -> None:
     for key, value in values.items():
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"{where}: {key}={value!r} has the wrong type (expected {hints[key]})")
+    steps = values.get("checkpoint_steps")
+    if steps is not None and (
+        not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in steps)
+    ):
+        raise ConfigError(f"{where}: checkpoint_steps must be a list of positive step numbers, got {steps!r}")
     choices = {"finetuning": FINETUNING, "fused_loss": FUSED}
     for key, allowed in choices.items():
         if key in values and str(values[key]).lower() not in allowed:

@@ -59,6 +59,18 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(row) + "\n" for row in rows))
 
 
+class CheckpointAtSteps(TrainerCallback):
+    """Saves a checkpoint at each listed step, besides Trainer's every-save_steps ones."""
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = frozenset(steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            control.should_save = True
+        return control
+
+
 class MetricsCallback(TrainerCallback):
     """Appends every log to metrics.jsonl and TensorBoard (main process only)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import time
@@ -19,6 +20,7 @@ from eaft.train.loss_paths import Reference, choose_loss_path
 from eaft.train.models import load_model_and_tokenizer
 from eaft.train.outputs import (
     REPORT,
+    CheckpointAtSteps,
     MetricsCallback,
     atomic_save_dir,
     atomic_write_text,
@@ -149,7 +151,9 @@ def save_final(model: torch.nn.Module, tokenizer: Any, run_dir: Path, lora: bool
     return target
 
 
-def build_trainer(config: TrainConfig, model: Any, objective: Any, rows: list, heldout: list, collator, run_dir: Path):
+def build_trainer(
+    config: TrainConfig, model: Any, tokenizer: Any, objective: Any, rows: list, heldout: list, collator, run_dir: Path
+):
     """LoRA (or not), the sft_kl reference, the loss path, and the Trainer subclass around them."""
     from eaft.train.trainer import ObjectiveTrainer
 
@@ -159,14 +163,45 @@ def build_trainer(config: TrainConfig, model: Any, objective: Any, rows: list, h
     if reference is not None and reference.model is not model:
         reference.model.to(training.device)
     loss_path = choose_loss_path(model, objective, args.fused_loss, reference=reference, chunk_size=args.chunk_size)
+    callbacks = [MetricsCallback(run_dir)]
+    if args.checkpoint_steps:
+        callbacks.append(CheckpointAtSteps(args.checkpoint_steps))
     return ObjectiveTrainer(
         model=model,
         args=training,
         train_dataset=rows,
         eval_dataset=heldout or None,
         data_collator=collator,
+        processing_class=tokenizer,  # checkpoints then hold the tokenizer, so each one can be evaluated alone
         loss_path=loss_path,
-        callbacks=[MetricsCallback(run_dir)],
+        callbacks=callbacks,
+    )
+
+
+def log_schedule(training: Any, rows: int) -> None:
+    """The effective length of the run, as Trainer will compute it, said before the first step."""
+    batch = training.per_device_train_batch_size * max(training.world_size, 1)
+    accumulation = training.gradient_accumulation_steps
+    per_epoch = max(math.ceil(rows / batch) // accumulation, 1)
+    if training.max_steps > 0:
+        steps, epochs = training.max_steps, training.max_steps / per_epoch
+        source = "max_steps"
+    else:
+        steps, epochs = math.ceil(training.num_train_epochs * per_epoch), training.num_train_epochs
+        source = "num_train_epochs"
+    logger.info(
+        "schedule: %d optimizer steps (%s; %.2f epochs of %d rows), batch %d × %d accumulation = %d rows a step, "
+        "learning rate %g (%s, warmup %g)",
+        steps,
+        source,
+        epochs,
+        rows,
+        batch,
+        accumulation,
+        batch * accumulation,
+        training.learning_rate,
+        getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type),
+        training.warmup_steps,
     )
 
 
@@ -187,7 +222,8 @@ def run_training(config: TrainConfig) -> Path:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
     before = heldout_statistics(model, heldout, collator) if heldout else None
     rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
-    trainer = build_trainer(config, model, objective, rows, heldout, collator, run_dir)
+    trainer = build_trainer(config, model, tokenizer, objective, rows, heldout, collator, run_dir)
+    log_schedule(training, len(rows))
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
         truncate_metrics(run_dir, int(CHECKPOINT.match(checkpoint.name).group(1)))
