@@ -200,23 +200,61 @@ def scatter_png(table: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def write_report(base_dir: str | Path, run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
+def _curve_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs on a training curve are named `series@step`, the last step of each series by the series alone;
+    returns the runs the forgetting table shows (one per series: its last step; and every run off a curve)."""
+    last: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        curve = run.get("curve")
+        if isinstance(curve, dict) and curve.get("series") not in (None, "base"):
+            run["run"] = f"{curve['series']}@{curve['step']}"
+            if curve["series"] not in last or curve["step"] > last[curve["series"]]["curve"]["step"]:
+                last[curve["series"]] = run
+    for series, run in last.items():
+        run["run"] = series
+    return [
+        r
+        for r in runs
+        if not isinstance(r.get("curve"), dict) or r["curve"].get("series") == "base" or r in last.values()
+    ]
+
+
+def write_report(
+    base_dir: str | Path, run_dirs: list[str | Path], out: str | Path, *, frontier_target: str | None = None
+) -> dict[str, Any]:
+    """forgetting.md/.json/.png; and frontier.md/.json/.png when the runs carry training curves."""
+    from eaft.evaluate.frontier import frontier_markdown, frontier_png, frontier_table, has_curves
+
     base = load_run(base_dir)
-    runs = [load_run(d) for d in run_dirs if Path(d).resolve() != Path(base_dir).resolve()]
+    others = [d for d in run_dirs if Path(d).resolve() != Path(base_dir).resolve()]
+    runs = [load_run(d) for d in others]
+    shown = _curve_names(runs)
     names = [base["run"]] + [r["run"] for r in runs]
-    for run, path in zip(runs, [d for d in run_dirs if Path(d).resolve() != Path(base_dir).resolve()], strict=True):
+    for run, path in zip(runs, others, strict=True):
         if names.count(run["run"]) > 1:  # two run folders with the same name: tell them apart by parent
             run["run"] = f"{Path(path).resolve().parent.name}/{run['run']}"
-    table = forgetting_table(base, runs)
+    table = forgetting_table(base, shown)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "forgetting.png").unlink(missing_ok=True)  # never leave an older run's plot beside this table
+    for stale in ("forgetting.png", "frontier.png", "frontier.md", "frontier.json"):
+        (out / stale).unlink(missing_ok=True)  # never leave an older run's output beside this table
     plot = scatter_png(table, out / "forgetting.png")
     table["plot"] = plot.name if plot else None
+    if has_curves(runs):
+        front = frontier_table(forgetting_table(base, runs), runs, frontier_target)
+        write_json_atomic(out / "frontier.json", front)
+        _write_markdown(out / "frontier.md", frontier_markdown(front))
+        frontier_png(front, out / "frontier.png")
+        table["frontier"] = "frontier.md"
     write_json_atomic(out / "forgetting.json", table)
-    (out / ".forgetting.md.tmp").write_text(table_markdown(table), encoding="utf-8")
-    (out / ".forgetting.md.tmp").replace(out / "forgetting.md")
+    _write_markdown(out / "forgetting.md", table_markdown(table))
     return table
+
+
+def _write_markdown(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,14 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories written by `eaft eval`")
     parser.add_argument("--base", default=None, help="the base model's run directory (default: the first run)")
     parser.add_argument("--out", default="forgetting_report", help="output directory")
+    parser.add_argument(
+        "--frontier-target", default=None, help="the target task on the frontier's x axis (default: the target avg)"
+    )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     base = args.base or args.runs[0]
     try:
-        table = write_report(base, args.runs, args.out)
+        table = write_report(base, args.runs, args.out, frontier_target=args.frontier_target)
     except (FileNotFoundError, ValueError) as err:
         print(f"eaft report: {err}", file=sys.stderr)
         return 2
     print(table_markdown(table))
     plot = table["plot"] or "no scatter (it needs runs with both target and general tasks)"
     print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, {plot}")
+    if table.get("frontier"):
+        print(f"wrote {Path(args.out) / 'frontier.md'}, frontier.json, frontier.png")
     return 0

@@ -101,8 +101,18 @@ def run_suite(
     return {"identity": identity, "tasks": ordered}
 
 
-def write_run(out: Path, suite: Suite, handle: ModelHandle, backend: str, result: dict[str, Any]) -> Path:
-    """results.json, results.md, suite.yaml and samples/ in `out` (each file written atomically)."""
+def write_run(
+    out: Path,
+    suite: Suite,
+    handle: ModelHandle,
+    backend: str,
+    result: dict[str, Any],
+    curve: dict[str, Any] | None = None,
+) -> Path:
+    """results.json, results.md, suite.yaml and samples/ in `out` (each file written atomically).
+
+    `curve` ({series, step, family}) places this model on a training curve, for `eaft report`'s frontier.
+    """
     from eaft.evaluate.report import run_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -124,6 +134,7 @@ def write_run(out: Path, suite: Suite, handle: ModelHandle, backend: str, result
         "backend": backend,
         "identity": result["identity"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"curve": curve} if curve else {}),
         "tasks": tasks,
     }
     write_json_atomic(out / "results.json", summary)
@@ -155,7 +166,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-cache", action="store_true", help="recompute every task (results are still stored)")
+    curve = parser.add_argument_group("training curve (read by `eaft report` for the frontier)")
+    curve.add_argument("--series", default=None, help="the training run this model is a checkpoint of")
+    curve.add_argument("--step", type=int, default=None, help="its optimizer step (the base model is step 0)")
+    curve.add_argument("--family", default=None, help="runs that differ only in seed share a family (default: series)")
     return parser.parse_args(argv)
+
+
+def curve_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.step is None and args.series is None:
+        return None
+    if args.step is None or args.step < 0:
+        raise TaskError("--series needs --step N (N >= 0: the checkpoint's optimizer step, 0 for the base)")
+    series = args.series if args.series is not None else "base"
+    return {"series": series, "step": args.step, "family": args.family or series}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,13 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         print("eaft eval: --limit must be a positive integer", file=sys.stderr)
         return 2
     try:
+        curve_of(args)  # checked before any model loads
         if args.backend == "lm-eval":
             require_lm_eval()
         suite = load_suite(args.suite, limit=args.limit)
         handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
         result = run_suite(suite, handle, backend=args.backend, cache=ResultCache(enabled=not args.no_cache))
         out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
-        path = write_run(out, suite, handle, args.backend, result)
+        path = write_run(out, suite, handle, args.backend, result, curve_of(args))
     except (TaskError, MissingResource, FileNotFoundError) as err:
         print(f"eaft eval: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,234 @@
+"""The forgetting frontier: general scores against the target score along each run's training curve.
+
+A curve is one training run's evaluations in step order, starting at the base model (step 0). At matched target
+levels each curve's general score is read off by linear interpolation between the two neighbouring checkpoints
+where the curve first reaches the level; a curve that never reaches a level is "not reached" there, never
+extrapolated. Runs that differ only in seed form a family. At a level, the seed spread of a family is the range
+(max − min) of its seeds' values; a gap between two families no larger than the largest seed spread at that level
+reads "within seed spread", and no winner is named there.
+Outputs: `frontier.md`, `frontier.json` and `frontier.png` (one panel per general measure).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TARGET_AVG = "target avg"
+GENERAL_AVG = "general avg"
+
+
+def has_curves(runs: list[dict[str, Any]]) -> bool:
+    """True when some eval run sits on a training curve (written by `eaft eval --series/--step`)."""
+    return any(isinstance(run.get("curve"), dict) and run["curve"].get("series") != "base" for run in runs)
+
+
+def value_at(points: list[tuple[float, float]], level: float) -> float | None:
+    """y at x = level on the polyline `points` (in step order), on the first segment that reaches it; else None."""
+    if len(points) == 1:
+        return points[0][1] if points[0][0] == level else None
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if min(x0, x1) <= level <= max(x0, x1):
+            if x1 == x0:
+                return y1
+            return y0 + (y1 - y0) * (level - x0) / (x1 - x0)
+    return None
+
+
+def target_levels(base_x: float, curves: dict[str, dict[str, Any]], count: int = 5) -> list[float]:
+    """`count` evenly spaced target levels above the base's, up to the highest target any checkpoint reached."""
+    top = max((x for c in curves.values() for _, x, _ in c["points"]), default=base_x)
+    if top <= base_x:
+        return []
+    return [round(base_x + (top - base_x) * i / count, 4) for i in range(1, count + 1)]
+
+
+def build_curves(table: dict[str, Any], runs: list[dict[str, Any]], target: str | None) -> dict[str, dict[str, Any]]:
+    """series -> {family, points: [(step, target x, {measure: y})]}, the base prepended as step 0.
+
+    `table` is `forgetting_table(base, runs)`: its rows (in the same order as `runs`, after the base) give the
+    scores and averages. `target` names a target task; None takes the target average.
+    """
+    rows = {row["run"]: row for row in table["rows"]}
+    base_row = rows[table["base"]]
+    measures = general_measures(table)
+
+    def point(row: dict[str, Any]) -> tuple[float, dict[str, float]] | None:
+        x = row["scores"].get(target) if target else row["target_avg"]
+        if x is None:
+            return None
+        ys = {m: (row["general_avg"] if m == GENERAL_AVG else row["scores"].get(m)) for m in measures}
+        return x, {m: y for m, y in ys.items() if y is not None}
+
+    base_point = point(base_row)
+    if base_point is None:
+        raise ValueError(f"the base run has no target score ({target or 'no target tasks'}); no frontier")
+    curves: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        curve = run.get("curve") or {}
+        if not curve or curve.get("series") == "base" or run["run"] not in rows:
+            continue
+        found = point(rows[run["run"]])
+        if found is None:
+            continue
+        entry = curves.setdefault(curve["series"], {"family": curve.get("family") or curve["series"], "points": []})
+        entry["points"].append((int(curve["step"]), found[0], found[1]))
+    for entry in curves.values():
+        entry["points"] = [(0, *base_point), *sorted(p for p in entry["points"] if p[0] > 0)]
+    return curves
+
+
+def general_measures(table: dict[str, Any]) -> list[str]:
+    """Each general task, the general average, then each extra task (self-consistency and the like)."""
+    general = [c["task"] for c in table["columns"] if c["group"] == "general"]
+    extra = [c["task"] for c in table["columns"] if c["group"] == "extra"]
+    return [*general, *([GENERAL_AVG] if general else []), *extra]
+
+
+def verdict(gap: float, spread: float | None) -> str:
+    if spread is None:
+        return f"{gap:+.2f} (no second seed: no spread to judge by)"
+    if abs(gap) <= spread:
+        return f"within seed spread ({gap:+.2f}, spread {spread:.2f})"
+    return f"{'above' if gap > 0 else 'below'} by {abs(gap):.2f} (beyond seed spread {spread:.2f})"
+
+
+def frontier_table(table: dict[str, Any], runs: list[dict[str, Any]], target: str | None = None) -> dict[str, Any]:
+    """Matched-target comparison: per measure and level, each run's interpolated value, seed spreads, verdicts."""
+    curves = build_curves(table, runs, target)
+    if not curves:
+        raise ValueError("no eval run carries a training curve (eaft eval --series/--step); no frontier")
+    base_x = next(iter(curves.values()))["points"][0][1]
+    levels = target_levels(base_x, curves)
+    families = list(dict.fromkeys(c["family"] for c in curves.values()))
+    reference = families[0]
+    out_measures = {}
+    for measure in general_measures(table):
+        per_level = []
+        for level in levels:
+            values = {}
+            for series, curve in curves.items():
+                points = [(x, ys[measure]) for _, x, ys in curve["points"] if measure in ys]
+                values[series] = value_at(points, level)
+            stats = _family_stats(curves, values)
+            spreads = [s["spread"] for s in stats.values() if s["spread"] is not None]
+            spread = max(spreads) if spreads else None
+            ref = stats.get(reference)
+            verdicts = {}
+            for family, stat in stats.items():
+                if family == reference or stat["mean"] is None:
+                    continue
+                verdicts[family] = (
+                    "not comparable: the reference does not reach this level"
+                    if ref is None or ref["mean"] is None
+                    else verdict(stat["mean"] - ref["mean"], spread)
+                )
+            per_level.append(
+                {
+                    "level": level,
+                    "reached_by_all": all(v is not None for v in values.values()),
+                    "values": values,
+                    "families": stats,
+                    "seed_spread": spread,
+                    "verdicts": verdicts,
+                }
+            )
+        out_measures[measure] = per_level
+    return {
+        "target": target or TARGET_AVG,
+        "reference": reference,
+        "levels": levels,
+        "curves": {s: {"family": c["family"], "points": c["points"]} for s, c in curves.items()},
+        "measures": out_measures,
+    }
+
+
+def _family_stats(curves: dict[str, dict[str, Any]], values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    stats: dict[str, dict[str, Any]] = {}
+    for series, curve in curves.items():
+        stats.setdefault(curve["family"], {"seeds": [], "mean": None, "spread": None})["seeds"].append(series)
+    for stat in stats.values():
+        reached = [values[s] for s in stat["seeds"] if values[s] is not None]
+        stat["mean"] = sum(reached) / len(reached) if reached else None
+        stat["spread"] = max(reached) - min(reached) if len(reached) >= 2 else None
+    return stats
+
+
+def _cell(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f}"
+
+
+def frontier_markdown(front: dict[str, Any]) -> str:
+    levels, series = front["levels"], list(front["curves"])
+    lines = [
+        f"# Forgetting frontier: general scores at matched {front['target']}",
+        "",
+        "Each run's general score where its training curve (base = step 0, then each evaluated checkpoint) first "
+        "reaches the target level, linearly interpolated between the two neighbouring checkpoints; 'not reached' "
+        "where the curve never gets there. Seed spread = max − min over the seeds of a family; a gap no larger "
+        f"than the largest spread at a level is 'within seed spread'. Verdicts compare each family with "
+        f"**{front['reference']}** (above = higher general score = less forgetting for the same learning).",
+        "",
+        "Curves: "
+        + "; ".join(f"{s}: steps {', '.join(str(p[0]) for p in c['points'])}" for s, c in front["curves"].items()),
+    ]
+    head = "| run | " + " | ".join(f"@ {lv:.2f}" for lv in levels) + " |"
+    for measure, per_level in front["measures"].items():
+        lines += ["", f"## {measure}", "", head, "|" + "---|" * (len(levels) + 1)]
+        for name in series:
+            lines.append(f"| {name} | " + " | ".join(_cell(p["values"][name]) for p in per_level) + " |")
+        spreads = [("—" if p["seed_spread"] is None else f"{p['seed_spread']:.2f}") for p in per_level]
+        lines.append("| *seed spread* | " + " | ".join(spreads) + " |")
+        families = list(dict.fromkeys(f for p in per_level for f in p["verdicts"]))
+        for family in families:
+            cells = [p["verdicts"].get(family, "not reached") for p in per_level]
+            lines.append(f"| *{family} vs {front['reference']}* | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def frontier_png(front: dict[str, Any], path: Path) -> Path:
+    """One panel per general measure against the target; one line per run through its checkpoints in step order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = list(front["measures"])
+    cols = min(3, len(measures))
+    rows = (len(measures) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    families = list(dict.fromkeys(c["family"] for c in front["curves"].values()))
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    seen: dict[str, int] = {}
+    styles = {}
+    for series, curve in front["curves"].items():
+        styles[series] = ("-", "--", ":", "-.")[seen.get(curve["family"], 0) % 4]
+        seen[curve["family"]] = seen.get(curve["family"], 0) + 1
+    for ax, measure in zip(axes.flat, measures, strict=False):
+        for series, curve in front["curves"].items():
+            pts = [(x, ys[measure]) for _, x, ys in curve["points"] if measure in ys]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, styles[series], marker="o", ms=3, lw=1.2, color=colours[curve["family"]], label=series)
+        first = next(iter(front["curves"].values()))["points"][0]
+        if measure in first[2]:
+            ax.scatter([first[1]], [first[2][measure]], marker="*", s=120, color="black", zorder=4, label="base")
+        for level in front["levels"]:
+            ax.axvline(level, color="0.9", lw=0.6, zorder=0)
+        ax.set_title(measure, fontsize=10)
+        ax.set_xlabel(f"{front['target']} → more learning", fontsize=8)
+        ax.set_ylabel("score", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(measures) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle("Forgetting frontier: general score against target score along each run", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 6), 1, 0.96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
