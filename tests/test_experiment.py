@@ -73,7 +73,8 @@ def test_interrupted_run_is_planned_as_a_resume(tmp_path):
     (run_dir / "checkpoint-1").mkdir(parents=True)
     (run_dir / "checkpoint-1" / "trainer_state.json").write_text("{}")
     train = [s for s in exp.plan(experiment) if s.kind == "train"][0]
-    written = yaml.safe_load(Path(train.command[-1]).read_text())
+    assert not Path(train.command[-1]).exists()  # written only when the step runs: it is what ran
+    written = train.config[1]
     assert written["resume"] is True and written["output_dir"] == str(run_dir)
 
 
@@ -152,3 +153,121 @@ def test_cpu_experiment_reads_gsm8k_train(monkeypatch):
     config = exp.load_experiment(Path("configs/experiments/smollm2_gsm8k_cpu.yaml")).runs[0].config
     rows = load_dataset_conversations(config["dataset"], dataset_dir=config["dataset_dir"], max_samples=3)
     assert len(rows) == 3 and rows[0][-1]["role"] == "assistant" and "####" in rows[0][-1]["content"]
+
+
+def test_checkpoint_curves_resume_after_a_kill_and_write_the_frontier(tmp_path, monkeypatch):
+    """2 objectives x 2 evaluated points; killed after its 4th step, resumed, then re-run: nothing is redone."""
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    path = write_experiment(tmp_path, ["sft", "eaft"], train_extra={"max_steps": 4})
+    spec = yaml.safe_load(path.read_text())
+    spec.update({"eval_steps": [2, 9], "keep_checkpoints": False})  # step 9 is past the end: not evaluated
+    path.write_text(yaml.safe_dump(spec))
+
+    real_run_step, ran = exp.run_step, []
+
+    def killed_after_four(step, log_dir):
+        if len(ran) == 4:
+            raise KeyboardInterrupt  # what a kill between two steps leaves on disk
+        real_run_step(step, log_dir)
+        ran.append(step.name)
+
+    monkeypatch.setattr(exp, "run_step", killed_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        exp.main([str(path)])
+    assert ran == ["base", "sft", "checkpoints/sft/step-2", "sft"]  # the base, sft's training and both its evals
+    ran.clear()
+    monkeypatch.setattr(exp, "run_step", lambda step, log_dir: (real_run_step(step, log_dir), ran.append(step.name)))
+    assert exp.main([str(path)]) == 0
+    assert ran == ["eaft", "checkpoints/eaft/step-2", "eaft"]  # nothing of the first pass again
+
+    out = tmp_path / "out"
+    for name in ("sft", "eaft"):
+        point = json.loads((out / "evals" / "checkpoints" / name / "step-2" / "results.json").read_text())
+        final = json.loads((out / "evals" / name / "results.json").read_text())
+        assert point["curve"] == {"series": name, "step": 2, "family": name}
+        assert final["curve"]["step"] == 4 and point["identity"] != final["identity"]
+        assert not list((out / "runs" / name).glob("checkpoint-*"))  # keep_checkpoints: false
+    front = json.loads((out / "report" / "frontier.json").read_text())
+    assert {s: [p[0] for p in c["points"]] for s, c in front["curves"].items()} == {"sft": [0, 2, 4], "eaft": [0, 2, 4]}
+    assert set(front["measures"]) == {"mc_general", "general avg"}
+    assert (out / "report" / "frontier.png").stat().st_size > 0 and (out / "report" / "frontier.md").is_file()
+    table = json.loads((out / "report" / "forgetting.json").read_text())
+    assert [r["run"] for r in table["rows"]] == ["base", "sft", "eaft"]
+
+    calls = []
+    monkeypatch.setattr(exp.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
+    assert exp.main([str(path)]) == 0
+    assert calls == []
+
+
+def test_seeds_of_one_setting_form_a_family(tmp_path):
+    path = write_experiment(tmp_path, ["sft", {"name": "sft_s1", "objective": "sft", "overrides": {"seed": 1}}, "eaft"])
+    spec = yaml.safe_load(path.read_text())
+    spec["eval_every"] = 2
+    path.write_text(yaml.safe_dump(spec))
+    experiment = exp.load_experiment(path)
+    assert [r.family for r in experiment.runs] == ["sft", "sft", "eaft"]
+    assert all(r.config["save_steps"] == 2 for r in experiment.runs)
+    assert exp.checkpoint_points(experiment, 7) == [2, 4, 6]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"eval_steps": [0, 2]}, "eval_steps must be"),
+        ({"eval_steps": [2], "eval_every": 2}, "not both"),
+        ({"eval_every": "often"}, "eval_every must be"),
+        ({"keep_checkpoints": "no"}, "keep_checkpoints must be"),
+    ],
+)
+def test_bad_curve_keys_name_the_key(tmp_path, change, message):
+    path = write_experiment(tmp_path, ["sft"])
+    spec = yaml.safe_load(path.read_text())
+    spec.update(change)
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(exp.ExperimentError, match=message):
+        exp.load_experiment(path)
+
+
+def test_a_rotating_checkpoint_limit_is_refused_with_curves(tmp_path):
+    path = write_experiment(tmp_path, ["sft"], train_extra={"save_total_limit": 1})
+    spec = yaml.safe_load(path.read_text())
+    spec["eval_steps"] = [1]
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(exp.ExperimentError, match="save_total_limit"):
+        exp.load_experiment(path)
+
+
+def test_an_edited_run_is_refused_and_rerun_trains_it_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    path = write_experiment(tmp_path, ["sft"])
+    assert exp.main([str(path)]) == 0
+    stored = tmp_path / "out" / "configs" / "sft.yaml"
+    assert yaml.safe_load(stored.read_text())["learning_rate"] == 1e-3
+    spec = yaml.safe_load(path.read_text())
+    spec["train"]["learning_rate"] = 5e-4
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(exp.ExperimentError, match=r"run 'sft' was trained with other settings \(learning_rate"):
+        exp.run_experiment(exp.load_experiment(path))
+    assert yaml.safe_load(stored.read_text())["learning_rate"] == 1e-3  # still what ran
+    assert exp.main([str(path), "--rerun", "sft"]) == 0
+    assert yaml.safe_load(stored.read_text())["learning_rate"] == 5e-4
+    assert yaml.safe_load((tmp_path / "out" / "runs" / "sft" / "config.yaml").read_text())["learning_rate"] == 5e-4
+
+
+def test_a_changed_suite_evaluates_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    path = write_experiment(tmp_path, ["sft"])
+    assert exp.main([str(path)]) == 0
+    suite = yaml.safe_load((tmp_path / "suite.yaml").read_text())
+    suite["general"][0]["scoring"] = "per_char"
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    ran = []
+    real = exp.run_step
+    monkeypatch.setattr(
+        exp, "run_step", lambda step, log_dir: (ran.append((step.kind, step.name)), real(step, log_dir))
+    )
+    assert exp.main([str(path)]) == 0
+    assert ran == [("eval", "base"), ("eval", "sft")]  # the training is unchanged: not run again
+    result = json.loads((tmp_path / "out" / "evals" / "sft" / "results.json").read_text())
+    assert result["tasks"]["mc_general"]["settings"]["options"]["scoring"] == "per_char"
