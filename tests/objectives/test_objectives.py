@@ -40,6 +40,8 @@ CASES = {
     "flow": ({}, lambda z, y, zr, w: ref.flow(z, y, w)),
     "talr": ({}, lambda z, y, zr, w: ref.talr(z, y)),
     "talr_tau": ({"tau": 0.7, "min_weight": 0.2}, lambda z, y, zr, w: ref.talr(z, y, tau=0.7, min_weight=0.2)),
+    "asft": ({}, lambda z, y, zr, w: ref.asft(z, zr, y)),
+    "asft_alpha2": ({"alpha": 2.0}, lambda z, y, zr, w: ref.asft(z, zr, y, alpha=2.0)),
 }
 
 
@@ -92,7 +94,7 @@ def test_matches_reference_loss_and_grad(case, shape, chunk_size):
     assert ours_grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("case", ["sft", "eaft", "dft", "sft_kl", "talr"])
+@pytest.mark.parametrize("case", ["sft", "eaft", "dft", "sft_kl", "talr", "asft"])
 def test_bf16_logits(case):
     params, fn = CASES[case]
     logits, labels = make_batch((2, 33, 160), seed=3, dtype=torch.bfloat16)
@@ -113,6 +115,52 @@ def test_llamafactory_parity_normalizer_3():
             ours, _ = causal_lm_objective_loss(logits, labels, objective)
             theirs = ref.llamafactory_eaft(logits, labels, alpha)
             assert abs(float(ours) - float(theirs)) < 1e-6
+
+
+def test_llamafactory_asft_parity():
+    for seed in range(3):
+        logits, labels = make_batch((2, 41, 321), seed=seed, scale=2.0 + seed)
+        ref_logits = logits + torch.randn(logits.shape, generator=torch.Generator().manual_seed(seed))
+        for alpha in (0.1, 0.5, 2.0):
+            objective = build_objective("asft", {"alpha": alpha})
+            z = logits.clone().requires_grad_(True)
+            ours, _ = causal_lm_objective_loss(z, labels, objective, ref_logits=ref_logits)
+            ours.backward()
+            z_theirs = logits.clone().requires_grad_(True)
+            theirs = ref.llamafactory_asft(z_theirs, ref_logits, labels, asft_alpha=alpha)
+            theirs.backward()
+            assert abs(float(ours.detach()) - float(theirs.detach())) < 1e-6
+            torch.testing.assert_close(z.grad, z_theirs.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_asft_is_dft_when_anchored_at_itself_or_alpha_zero():
+    logits, labels = make_batch((2, 19, 70), seed=4)
+    dft, _ = causal_lm_objective_loss(logits, labels, build_objective("dft"))
+    same, _ = causal_lm_objective_loss(logits, labels, build_objective("asft"), ref_logits=logits)
+    torch.testing.assert_close(same, dft, rtol=1e-6, atol=1e-7)  # KL(π ‖ π) = 0
+    unanchored, _ = causal_lm_objective_loss(
+        logits, labels, build_objective("asft", {"alpha": 0.0}), ref_logits=torch.randn_like(logits)
+    )
+    torch.testing.assert_close(unanchored, dft, rtol=1e-6, atol=1e-7)
+
+
+def test_asft_kl_runs_from_the_reference_unlike_sft_kl():
+    """Uniform model logits, a peaked reference: KL(q ‖ p) and KL(p ‖ q) differ, and each objective takes its own."""
+    v = 30
+    logits = torch.zeros(1, 2, v)
+    ref_logits = torch.zeros(1, 2, v)
+    ref_logits[0, 0, 3] = 4.0
+    labels = torch.tensor([[-100, 7]])
+    p, q = torch.full((v,), 1.0 / v), torch.softmax(ref_logits[0, 0], -1)
+    kl_ref_model = float((q * (q.log() - p.log())).sum())
+    kl_model_ref = float((p * (p.log() - q.log())).sum())
+    asft = build_objective("asft", {"alpha": 1.0})
+    sft_kl = build_objective("sft_kl", {"beta": 1.0})
+    asft_loss, _ = causal_lm_objective_loss(logits, labels, asft, ref_logits=ref_logits)
+    sft_kl_loss, _ = causal_lm_objective_loss(logits, labels, sft_kl, ref_logits=ref_logits)
+    assert math.isclose(float(asft_loss), math.log(v) / v + kl_ref_model, rel_tol=1e-6)  # DFT on uniform: CE/V
+    assert math.isclose(float(sft_kl_loss), math.log(v) + kl_model_ref, rel_tol=1e-6)
+    assert abs(kl_ref_model - kl_model_ref) > 0.1
 
 
 def stats_for(logits, labels):
@@ -200,7 +248,7 @@ def test_ignore_index_positions_get_no_gradient():
     assert torch.all(z.grad[targets != -100].abs().sum(-1) > 0)
 
 
-@pytest.mark.parametrize("name", ["sft", "eaft", "dft", "masked_sft", "talr", "sft_kl", "flow"])
+@pytest.mark.parametrize("name", ["sft", "eaft", "dft", "masked_sft", "talr", "sft_kl", "flow", "asft"])
 def test_all_masked_batch_gives_zero_loss_that_backpropagates(name):
     logits = torch.randn(2, 5, 30, requires_grad=True)
     labels = torch.full((2, 5), -100)
@@ -212,7 +260,7 @@ def test_all_masked_batch_gives_zero_loss_that_backpropagates(name):
     assert torch.all(logits.grad == 0) and not torch.isnan(logits.grad).any()
 
 
-@pytest.mark.parametrize("name", ["sft", "eaft", "dft", "sft_kl", "flow"])
+@pytest.mark.parametrize("name", ["sft", "eaft", "dft", "sft_kl", "flow", "asft"])
 def test_num_items_two_microbatches_equal_one_batch(name):
     logits, labels = make_batch((4, 19, 77), seed=11)
     ref_logits = torch.randn_like(logits)
@@ -273,7 +321,8 @@ def test_registry_errors_name_the_closest_key():
 
 def test_objectives_needing_extras_refuse_without_them():
     logits, labels = make_batch((1, 9, 40))
-    with pytest.raises(ValueError, match="reference"):
-        causal_lm_objective_loss(logits, labels, build_objective("sft_kl"))
+    for name in ("sft_kl", "asft"):
+        with pytest.raises(ValueError, match="reference"):
+            causal_lm_objective_loss(logits, labels, build_objective(name))
     with pytest.raises(ValueError, match="precomputed"):
         causal_lm_objective_loss(logits, labels, build_objective("flow"))

@@ -25,6 +25,7 @@ CASES = {
     "talr": ("talr", {}, lambda z, y, zr, w, n: ref.talr(z, y, num_items=n)),
     "flow": ("flow", {}, lambda z, y, zr, w, n: ref.flow(z, y, w, n)),
     "sft_kl": ("sft_kl", {"beta": 0.7}, lambda z, y, zr, w, n: ref.sft_kl(z, zr, y, beta=0.7, num_items=n)),
+    "asft": ("asft", {"alpha": 0.7}, lambda z, y, zr, w, n: ref.asft(z, zr, y, alpha=0.7, num_items=n)),
 }
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from eaft.objectives import build_objective
 from eaft.ops import FusedLinearObjective, fused_linear_objective
 from eaft.ops.api import _resolve_math
 from tests.ops.cases import assert_matches, make_inputs, run_fused, run_reference
@@ -100,3 +101,7 @@ def test_backend_auto_is_torch_on_cpu_and_triton_is_refused_with_a_reason(monkey
     inputs, labels = make_inputs(1, 10, 8, 30)
     with pytest.raises(RuntimeError, match="backend 'triton' cannot run here: .*(not installed|CUDA)"):
         fused_linear_objective(inputs["hidden"], inputs["weight"], labels, "sft", backend="triton")
+    # The kernels compute KL(π_θ ‖ π_ref) only: asft (KL(π_ref ‖ π_θ)) takes the torch math, and is refused by name.
+    assert _resolve_math("auto", torch.device("cuda"), build_objective("asft")).name == "torch"
+    with pytest.raises(RuntimeError, match="cannot run objective 'asft'.*KL"):
+        _resolve_math("triton", torch.device("cuda"), build_objective("asft"))

@@ -66,7 +66,8 @@ def test_kernels_match_the_shared_chunk_math(launcher, mode, scale):
     torch.testing.assert_close(launcher.chunk_logits_grad(z.clone(), *args), chunk_logits_grad(z, *args), **_fp32())
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# asft's KL(π_ref ‖ π_θ) is not in the kernels: backend "triton" refuses it (tests/ops/test_fused_api.py).
+@pytest.mark.parametrize("case", [case for case in CASES if case != "asft"])
 @pytest.mark.parametrize("chunk_size", [8])
 @in_interpreter
 def test_triton_backend_matches_reference(launcher, case, chunk_size):

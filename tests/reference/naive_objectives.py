@@ -109,3 +109,30 @@ def llamafactory_eaft(logits, labels, alpha=1.0, num_items=None):
         h = -(logp.exp() * logp).sum(-1)
         w = (h / 3.0) ** alpha
     return reduce(w * ce, num_items)
+
+
+def asft(logits, ref_logits, labels, alpha=0.1, num_items=None):
+    """DFT weights sg(p(y)) on CE plus α · KL(π_ref ‖ π_θ), exact over the vocabulary."""
+    z, y, keep = shifted_valid(logits, labels)
+    zr = ref_logits[:, :-1].float().reshape(-1, ref_logits.shape[-1])[keep]
+    ce = F.cross_entropy(z, y, reduction="none")
+    q = F.softmax(zr, -1)
+    kl = (q * (F.log_softmax(zr, -1) - F.log_softmax(z, -1))).sum(-1)
+    return reduce(torch.exp(-ce).detach() * ce + alpha * kl, num_items)
+
+
+def llamafactory_asft(logits, ref_logits, labels, asft_alpha=0.1, ignore_index=-100):
+    """LLaMA-Factory 0.9.5's `asft_loss_func`, transcribed from its steps (not its code): fp32 logits shifted by
+    one; a DFT term, the mean over valid tokens of sg(exp(−ce)) · ce; a KL term, `F.kl_div(log_softmax(policy),
+    softmax(ref), reduction="none")` summed over the vocabulary and averaged over valid tokens; their sum with
+    the KL scaled by asft_alpha. It takes no num_items_in_batch."""
+    vocab = logits.shape[-1]
+    policy = logits.float()[:, :-1].reshape(-1, vocab)
+    ref = ref_logits[:, :-1].reshape(-1, vocab)
+    targets = labels[:, 1:].reshape(-1)
+    valid = targets != ignore_index
+    token_ce = F.cross_entropy(policy, targets, ignore_index=ignore_index, reduction="none")[valid]
+    dft_term = (token_ce * torch.exp(-token_ce).detach()).mean()
+    token_kl = F.kl_div(F.log_softmax(policy, -1), F.softmax(ref, -1), reduction="none").sum(-1)
+    kl_term = (token_kl * valid.float()).sum() / valid.float().sum()
+    return dft_term + asft_alpha * kl_term

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from eaft.objectives import build_objective
 from eaft.train.cli import main, parse_args
 from eaft.train.config import ConfigError
 
@@ -85,6 +86,8 @@ def test_llamafactory_yaml_runs_unchanged(lf_setup, tmp_path):
     ("edit", "message"),
     [
         (("use_eaft_loss: true", "use_eaft_loss: true\nuse_dft_loss: true"), "both true; choose one objective"),
+        (("use_eaft_loss: true", "use_eaft_loss: true\nuse_asft_loss: true"), "use_eaft_loss and use_asft_loss"),
+        (("eaft_alpha: 2.0", "eaft_alpha: 2.0\nasft_alpha: 0.2"), "asft_alpha is set but use_asft_loss"),
         (("stage: sft", "stage: dpo"), "stage='dpo' is not supported"),
         (("finetuning_type: lora", "finetuning_type: freeze"), "finetuning_type='freeze' is not supported"),
         (("lora_rank: 4", "lora_rank: 4\nquantization_bit: 4"), "'quantization_bit' are not supported"),
@@ -104,3 +107,15 @@ def test_use_dft_loss_selects_dft(lf_setup, tmp_path):
     path = tmp_path / "dft.yaml"
     path.write_text(text.replace("use_eaft_loss: true\neaft_alpha: 2.0", "use_dft_loss: true"))
     assert parse_args([str(path)]).eaft.objective == "dft"
+
+
+def test_use_asft_loss_selects_asft_with_its_alpha(lf_setup, tmp_path):
+    _, text = lf_setup
+    path = tmp_path / "asft.yaml"
+    path.write_text(text.replace("use_eaft_loss: true\neaft_alpha: 2.0", "use_asft_loss: true\nasft_alpha: 0.25"))
+    config = parse_args([str(path)])
+    assert (config.eaft.objective, config.eaft.objective_args) == ("asft", {"alpha": 0.25})
+    path.write_text(text.replace("use_eaft_loss: true\neaft_alpha: 2.0", "use_asft_loss: true"))
+    config = parse_args([str(path)])
+    assert (config.eaft.objective, config.eaft.objective_args) == ("asft", {})  # LLaMA-Factory's default α = 0.1
+    assert build_objective("asft").alpha == 0.1

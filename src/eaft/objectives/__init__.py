@@ -1,6 +1,6 @@
 """Token-weighted SFT objectives behind a registry. Import an objective module to register it."""
 
-from eaft.objectives import dft, eaft, flow, masked_sft, sft, sft_kl, talr  # noqa: F401  (registration)
+from eaft.objectives import asft, dft, eaft, flow, masked_sft, sft, sft_kl, talr  # noqa: F401  (registration)
 from eaft.objectives.base import Objective, build_objective, objective_class, objective_names, objective_params
 from eaft.objectives.loss import (
     ObjectiveLossFunc,

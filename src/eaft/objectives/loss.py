@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, build_objective
-from eaft.objectives.stats import EntropySpec, TokenStats, token_statistics
+from eaft.objectives.stats import EntropySpec, TokenStats, check_reference_kl, token_statistics
 
 #: A token is a confident conflict in the training logs when H̃ < CONFLICT_ENTROPY and p(y) < CONFLICT_PROB.
 #: Fixed values (not batch quantiles) so that the share is comparable across steps, objectives and runs.
@@ -50,6 +50,11 @@ class StepStats:
             "conflict_share": self.conflicts / n,
             "label_tokens": self.tokens,
         }
+
+
+def reference_kl_of(objective: Objective) -> str:
+    """The direction of the objective's reference KL: its class attribute `reference_kl`, by default "model_ref"."""
+    return check_reference_kl(getattr(objective, "reference_kl", "model_ref"))
 
 
 @torch.no_grad()
@@ -114,6 +119,7 @@ def causal_lm_objective_loss(
         static_weights=static_weights,
         ignore_index=ignore_index,
         chunk_size=chunk_size,
+        reference_kl=reference_kl_of(objective),
     )
     return objective_loss(objective, stats, num_items_in_batch)
 
@@ -180,5 +186,6 @@ __all__ = [
     "compute_loss_func",
     "objective_loss",
     "reduce_token_loss",
+    "reference_kl_of",
     "step_stats",
 ]

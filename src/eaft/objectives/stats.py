@@ -14,6 +14,15 @@ import torch
 from torch import Tensor
 
 ENTROPY_MODES = ("topk", "full")
+#: Directions of the per-token reference KL, p = π_θ and q = π_ref: "model_ref" is KL(p ‖ q) (sft_kl),
+#: "ref_model" is KL(q ‖ p) (asft). An objective picks one with a class attribute `reference_kl`.
+REFERENCE_KLS = ("model_ref", "ref_model")
+
+
+def check_reference_kl(direction: str) -> str:
+    if direction not in REFERENCE_KLS:
+        raise ValueError(f"reference_kl must be one of {REFERENCE_KLS}, got {direction!r}")
+    return direction
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,8 @@ class EntropySpec:
 class TokenStats:
     """Statistics of the N label tokens of a batch (ignore_index already dropped). Shape: [N] each.
 
-    `target_logprob` and `kl` carry gradients; every other field is detached.
+    `target_logprob` and `kl` carry gradients; every other field is detached. `kl` is the KL to the reference in
+    the objective's direction (`REFERENCE_KLS`).
     """
 
     target_logprob: Tensor
@@ -80,9 +90,9 @@ def normalized_entropy(z: Tensor, spec: EntropySpec) -> Tensor:
 
 @torch.no_grad()
 def chunk_statistics(
-    z: Tensor, targets: Tensor, spec: EntropySpec, ref_z: Tensor | None = None
+    z: Tensor, targets: Tensor, spec: EntropySpec, ref_z: Tensor | None = None, *, reference_kl: str = "model_ref"
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Statistics of one chunk of fp32 logits.
+    """Statistics of one chunk of fp32 logits; `kl` is KL(p ‖ q) or, with reference_kl="ref_model", KL(q ‖ p).
 
     Shape: z [n, V], targets [n], ref_z [n, V] -> (logsumexp, target_logprob, entropy, kl), each [n].
     """
@@ -93,7 +103,10 @@ def chunk_statistics(
     if ref_z is not None:
         logp = z - lse[:, None]
         logq = torch.log_softmax(ref_z, dim=-1)
-        kl = (logp.exp() * (logp - logq)).sum(-1)
+        if reference_kl == "ref_model":
+            kl = (logq.exp() * (logq - logp)).sum(-1)
+        else:
+            kl = (logp.exp() * (logp - logq)).sum(-1)
     return lse, target_logprob, entropy, kl
 
 
@@ -106,10 +119,12 @@ def chunk_logits_grad(
     ref_z: Tensor | None = None,
     kl: Tensor | None = None,
     grad_kl: Tensor | None = None,
+    *,
+    reference_kl: str = "model_ref",
 ) -> Tensor:
     """d(loss)/dz for one fp32 chunk, given upstream grads of target_logprob and kl.
 
-    d log p(y)/dz = onehot(y) - p;  d KL(p‖q)/dz = p ⊙ (log p - log q - KL).
+    d log p(y)/dz = onehot(y) - p;  d KL(p‖q)/dz = p ⊙ (log p - log q - KL);  d KL(q‖p)/dz = p - q.
     Shape: z [n, V] -> [n, V] fp32.
     """
     logp = z - lse[:, None]
@@ -118,7 +133,10 @@ def chunk_logits_grad(
     grad.scatter_add_(1, targets[:, None], grad_logprob[:, None])
     if grad_kl is not None and ref_z is not None:
         logq = torch.log_softmax(ref_z, dim=-1)
-        grad += grad_kl[:, None] * p * (logp - logq - kl[:, None])
+        if reference_kl == "ref_model":
+            grad += grad_kl[:, None] * (p - logq.exp())
+        else:
+            grad += grad_kl[:, None] * p * (logp - logq - kl[:, None])
     return grad
 
 
@@ -126,14 +144,16 @@ class _LogitsTokenStats(torch.autograd.Function):
     """Chunked statistics over selected rows of a [M, V] logits matrix, without an fp32 copy of it."""
 
     @staticmethod
-    def forward(ctx, logits, rows, targets, ref_logits, spec, chunk_size):
+    def forward(ctx, logits, rows, targets, ref_logits, spec, chunk_size, reference_kl):
         outs = [], [], [], []
         for start in range(0, rows.numel(), chunk_size):
             idx = rows[start : start + chunk_size]
             ref_z = ref_logits[idx].float() if ref_logits is not None else None
             for acc, value in zip(
                 outs,
-                chunk_statistics(logits[idx].float(), targets[start : start + chunk_size], spec, ref_z),
+                chunk_statistics(
+                    logits[idx].float(), targets[start : start + chunk_size], spec, ref_z, reference_kl=reference_kl
+                ),
                 strict=True,
             ):
                 acc.append(value)
@@ -141,7 +161,7 @@ class _LogitsTokenStats(torch.autograd.Function):
         # autograd outputs must be tensors: an empty kl stands for "no reference".
         kl = torch.cat(outs[3]) if ref_logits is not None and outs[3] else logits.new_zeros(0, dtype=torch.float32)
         ctx.save_for_backward(logits, rows, targets, lse, ref_logits, kl)
-        ctx.spec, ctx.chunk_size = spec, chunk_size
+        ctx.spec, ctx.chunk_size, ctx.reference_kl = spec, chunk_size, reference_kl
         ctx.mark_non_differentiable(entropy, lse)
         return logprob, entropy, lse, kl
 
@@ -164,9 +184,10 @@ class _LogitsTokenStats(torch.autograd.Function):
                 ref_z,
                 kl[sl] if has_kl else None,
                 grad_kl[sl] if has_kl else None,
+                reference_kl=ctx.reference_kl,
             )
             grad_logits[idx] = g.to(logits.dtype)
-        return grad_logits, None, None, None, None, None
+        return grad_logits, None, None, None, None, None, None
 
 
 def shift_labels(labels: Tensor, ignore_index: int = -100) -> Tensor:
@@ -185,11 +206,13 @@ def token_statistics(
     ignore_index: int = -100,
     chunk_size: int = 1024,
     shifted: bool = False,
+    reference_kl: str = "model_ref",
 ) -> TokenStats:
     """Statistics of every label token of a causal-LM batch.
 
     Labels are shifted here unless `shifted=True`; positions equal to `ignore_index` are dropped.
     `static_weights` are aligned with `labels` (before the shift), like FLOW's precomputed weights.
+    `reference_kl` is the direction of the KL to `ref_logits` (`REFERENCE_KLS`).
     Shape: logits [B, S, V], labels [B, S], ref_logits [B, S, V], static_weights [B, S] -> TokenStats of [N].
     """
     if logits.shape[:-1] != labels.shape:
@@ -205,7 +228,8 @@ def token_statistics(
     picked = flat_targets[rows]
     if picked.numel() and (picked.min() < 0 or picked.max() >= vocab):
         raise ValueError(f"label ids must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
-    logprob, entropy, lse, kl = _LogitsTokenStats.apply(logits2d, rows, picked, ref2d, spec, chunk_size)
+    direction = check_reference_kl(reference_kl)
+    logprob, entropy, lse, kl = _LogitsTokenStats.apply(logits2d, rows, picked, ref2d, spec, chunk_size, direction)
     weights = None
     if static_weights is not None:
         if static_weights.shape != labels.shape:

@@ -6,11 +6,12 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, build_objective
-from eaft.objectives.loss import StepStats, step_stats
+from eaft.objectives.loss import StepStats, reference_kl_of, step_stats
 from eaft.objectives.stats import TokenStats, shift_labels
 from eaft.ops.fused import (
     BACKENDS,
     TORCH_MATH,
+    TORCH_MATH_REF_MODEL,
     ChunkMath,
     FusedLinearObjectiveFunction,
     _Options,
@@ -18,9 +19,17 @@ from eaft.ops.fused import (
 )
 
 
-def _resolve_math(backend: str, device: torch.device) -> ChunkMath:
+def _resolve_math(backend: str, device: torch.device, objective: Objective | None = None) -> ChunkMath:
     if backend not in BACKENDS:
         raise ValueError(f"fused loss backend must be one of {BACKENDS}, got {backend!r}")
+    if objective is not None and objective.needs_reference and reference_kl_of(objective) == "ref_model":
+        # The Triton kernels compute KL(π_θ ‖ π_ref) only; "auto" takes the torch math for the other direction.
+        if backend == "triton":
+            raise RuntimeError(
+                f"fused loss backend 'triton' cannot run objective {objective.name!r}: its kernels compute "
+                "KL(π_θ ‖ π_ref), the objective needs KL(π_ref ‖ π_θ); use backend='torch' or 'auto'"
+            )
+        return TORCH_MATH_REF_MODEL
     if backend == "torch":
         return TORCH_MATH
     from eaft.ops import triton as triton_ops  # imports no triton until a kernel is needed
@@ -106,7 +115,7 @@ def fused_linear_objective(
     Labels are unshifted (Hugging Face's convention, as `causal_lm_objective_loss`): position s is scored against
     labels[s + 1] within its row. Pass `shifted=True` when `labels[i]` is already the target of `hidden[i]`.
     `static_weights` (flow) are aligned with `labels` as given. `ref_hidden`/`ref_weight`/`ref_bias` are the frozen
-    reference model's (sft_kl). The loss equals `causal_lm_objective_loss` on the materialized logits.
+    reference model's (sft_kl, asft). The loss equals `causal_lm_objective_loss` on the materialized logits.
     Shape: hidden [B, S, H] or [T, H], weight [V, H], bias [V], labels [B, S] or [T] -> scalar fp32 loss, StepStats.
     """
     if isinstance(objective, str):
@@ -126,7 +135,7 @@ def fused_linear_objective(
     grad_on = torch.is_grad_enabled()
     opt = _Options(
         objective=objective,
-        math=_resolve_math(backend, hidden.device),
+        math=_resolve_math(backend, hidden.device, objective),
         chunk_size=chunk_size or default_chunk_size(vocab, hidden.device),
         num_items_in_batch=num_items_in_batch,
         needs_grad=tuple(grad_on and t is not None and t.requires_grad for t in (hidden_rows, weight, bias)),

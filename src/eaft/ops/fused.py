@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -79,6 +80,14 @@ TORCH_MATH = ChunkMath(
     logits=_torch_logits,
     statistics=chunk_statistics,
     logits_grad=chunk_logits_grad,
+)
+#: The torch math with the reference KL taken as KL(π_ref ‖ π_θ) (asft); the Triton kernels compute only the other
+#: direction, KL(π_θ ‖ π_ref).
+TORCH_MATH_REF_MODEL = ChunkMath(
+    name="torch",
+    logits=_torch_logits,
+    statistics=partial(chunk_statistics, reference_kl="ref_model"),
+    logits_grad=partial(chunk_logits_grad, reference_kl="ref_model"),
 )
 
 

@@ -2,7 +2,8 @@
 
 Honoured keys (translated): `model_name_or_path` -> model, `finetuning_type` (lora | full), `use_eaft_loss` /
 `eaft_alpha` -> objective eaft (top-k 20 entropy divided by 3.0, as LLaMA-Factory computes it), `use_dft_loss` ->
-objective dft, `warmup_ratio` -> warmup_steps (a fraction), `stage` (sft only), `do_train` (true only).
+objective dft, `use_asft_loss` / `asft_alpha` -> objective asft with alpha (one loss flag at most),
+`warmup_ratio` -> warmup_steps (a fraction), `stage` (sft only), `do_train` (true only).
 Honoured as they are: `cutoff_len`, `max_samples`, `val_size`, `packing`, `lora_rank`, `lora_alpha`,
 `lora_dropout`, `lora_target`, `dataset` (a local file, or names in `dataset_dir`/dataset_info.json),
 `dataset_dir`, `trust_remote_code`, `overwrite_output_dir`, and every `transformers.TrainingArguments` key.
@@ -20,7 +21,19 @@ from eaft.train.config import ConfigError, our_fields, training_fields
 
 logger = logging.getLogger(__name__)
 
-MARKERS = ("model_name_or_path", "finetuning_type", "stage", "use_eaft_loss", "use_dft_loss", "eaft_alpha", "template")
+MARKERS = (
+    "model_name_or_path",
+    "finetuning_type",
+    "stage",
+    "use_eaft_loss",
+    "use_dft_loss",
+    "use_asft_loss",
+    "eaft_alpha",
+    "asft_alpha",
+    "template",
+)
+#: LLaMA-Factory's loss flags, each selecting one objective.
+LOSS_FLAGS = {"use_eaft_loss": "eaft", "use_dft_loss": "dft", "use_asft_loss": "asft"}
 RENAMED = {"model_name_or_path": "model", "finetuning_type": "finetuning"}
 NO_EFFECT = ("template", "overwrite_cache", "preprocessing_num_workers", "plot_loss")
 #: LLaMA-Factory computes H = entropy of the top-20 renormalized distribution, divided by 3.0.
@@ -32,15 +45,20 @@ def is_llamafactory(config: dict[str, Any]) -> bool:
 
 
 def _objective(config: dict[str, Any], where: str) -> tuple[str | None, dict[str, Any]]:
-    eaft, dft = bool(config.pop("use_eaft_loss", False)), bool(config.pop("use_dft_loss", False))
-    alpha = config.pop("eaft_alpha", None)
-    if eaft and dft:
-        raise ConfigError(f"{where}: use_eaft_loss and use_dft_loss are both true; choose one objective")
-    if alpha is not None and not eaft:
-        raise ConfigError(f"{where}: eaft_alpha is set but use_eaft_loss is not true")
-    if eaft:
-        return "eaft", {**LF_EAFT_ARGS, **({"alpha": float(alpha)} if alpha is not None else {})}
-    return ("dft", {}) if dft else (None, {})
+    flags = {flag: bool(config.pop(flag, False)) for flag in LOSS_FLAGS}
+    chosen = [flag for flag, on in flags.items() if on]
+    alphas = {"eaft": config.pop("eaft_alpha", None), "asft": config.pop("asft_alpha", None)}
+    if len(chosen) > 1:
+        together = "both" if len(chosen) == 2 else "all"
+        raise ConfigError(f"{where}: {' and '.join(chosen)} are {together} true; choose one objective")
+    objective = LOSS_FLAGS[chosen[0]] if chosen else None
+    for name, alpha in alphas.items():
+        if alpha is not None and objective != name:
+            raise ConfigError(f"{where}: {name}_alpha is set but use_{name}_loss is not true")
+    args = {"alpha": float(alphas[objective])} if alphas.get(objective) is not None else {}
+    if objective == "eaft":
+        return "eaft", {**LF_EAFT_ARGS, **args}
+    return objective, args
 
 
 def translate_llamafactory(config: dict[str, Any], where: str) -> dict[str, Any]:
