@@ -56,7 +56,9 @@ class EaftArguments:
     )
     cutoff_len: int = opt(1024, "Keep the first cutoff_len tokens of each conversation.")
     packing: bool = opt(False, "Pack several conversations into each row of cutoff_len tokens (no cross-attention).")
-    objective: str = opt("sft", "Training objective by registry name: sft, eaft, masked_sft, dft, sft_kl, flow, talr.")
+    objective: str = opt(
+        "sft", "Training objective by registry name: sft, eaft, masked_sft, dft, sft_kl, asft, flow, talr."
+    )
     objective_args: dict = opt({}, "Parameters of the objective, e.g. {alpha: 2} (see the objective list below).")
     finetuning: str = opt("lora", "'lora' (PEFT adapters; the base model is frozen) or 'full'.")
     lora_rank: int = opt(8, "LoRA rank r.")
