@@ -43,6 +43,8 @@ from typing import Any
 
 import yaml
 
+from eaft.errors import UsageError, debugging
+
 EXPERIMENT_KEYS = (
     "name",
     "out",
@@ -60,7 +62,7 @@ SEED_KEYS = ("seed", "data_seed", "output_dir")
 RUN_KEYS = ("name", "objective", "objective_args", "overrides")
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UsageError, ValueError):
     """A malformed experiment file; the message names the file and key."""
 
 
@@ -510,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         report = run_experiment(experiment, args.rerun)
     except (ExperimentError, RuntimeError, ValueError) as err:
+        if debugging():
+            raise
         print(f"eaft experiment: {err}", file=sys.stderr)
         return 2
     print((report / "forgetting.md").read_text(encoding="utf-8"))

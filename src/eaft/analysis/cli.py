@@ -9,6 +9,7 @@ import types
 import typing
 
 from eaft.analysis.run import AnalyzeConfig
+from eaft.errors import debugging
 
 
 def _flag_type(tp) -> type:
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AnalyzeConfig(**options)
     except ValueError as err:
+        if debugging():
+            raise
         print(f"eaft analyze: {err}", file=sys.stderr)
         return 2
     from eaft.analysis.run import run_analysis

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from eaft.errors import EaftError
+
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
@@ -45,7 +47,7 @@ Row = dict[str, Any]
 Messages = list[dict[str, Any]]
 
 
-class DataError(ValueError):
+class DataError(EaftError, ValueError):
     """Bad input data; the message names the file and line (or row) and what was expected."""
 
 
@@ -63,21 +65,20 @@ def read_rows(path: Path) -> Iterator[tuple[str, Row]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+    from eaft.io import JsonlError, read_jsonl
+
+    try:
+        for lineno, row in read_jsonl(path):
             yield f"{path}:{lineno}", row
+    except JsonlError as err:
+        raise DataError(str(err)) from None
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte offset {err.start}); save the file as UTF-8") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -96,9 +97,14 @@ def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for index, row in enumerate(pq.read_table(path).to_pylist()):
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable parquet file ({err})") from None
+    for index, row in enumerate(table.to_pylist()):
         yield f"{path}[row {index}]", row
 
 

@@ -49,9 +49,14 @@ def _rows(source: str) -> Iterable[tuple[str, Row]]:
         if not files:
             raise DataError(f"{path}: the folder holds no {', '.join(DATA_SUFFIXES)} files")
         return (item for file in files for item in read_rows(file))
-    if path.suffix.lower() in DATA_SUFFIXES or source.startswith((".", "/", "~")):
-        raise DataError(f"{source}: no such file")
+    if path.suffix.lower() in DATA_SUFFIXES or source.startswith((".", "/", "~")) or _under_local_folder(path):
+        raise DataError(f"{source}: no such file or folder")
     return _hub_rows(source)
+
+
+def _under_local_folder(path: Path) -> bool:
+    """`data/goodd` where `data/` is a folder here: a mistyped local path, not the hub id `data/goodd`."""
+    return len(path.parts) > 1 and Path(path.parts[0]).is_dir()
 
 
 def _hub_rows(source: str) -> Iterator[tuple[str, Row]]:

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from eaft.evaluate.tasks import TaskSpec, resolve_path
+from eaft.io import write_json_atomic
 from eaft.train.models import cache_root, default_model_path, is_default
 
 #: Bump when a change to scoring code makes old cached results wrong.
 CACHE_VERSION = 1
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _memo_path() -> Path:

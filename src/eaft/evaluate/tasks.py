@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from eaft.errors import UsageError
 
 GROUPS = ("target", "general", "extra")
 LIMIT_MODES = ("first", "spread")
@@ -153,7 +154,7 @@ class TaskSpec:
         return {"type": self.type, "options": opts, "limit": self.limit, "limit_mode": self.limit_mode}
 
 
-class TaskError(ValueError):
+class TaskError(UsageError, ValueError):
     """A task or suite definition, or a data row, is not what was expected."""
 
 
@@ -188,21 +189,15 @@ def resolve_path(value: str, base: Path) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a bad line is an error naming the file and line."""
+    from eaft.io import JsonlError
+    from eaft.io import read_jsonl as read_lines
+
     if not path.is_file():
         raise TaskError(f"data file {path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    try:
+        return [row for _, row in read_lines(path)]
+    except JsonlError as err:
+        raise TaskError(str(err)) from None
 
 
 def select_rows(rows: list[dict[str, Any]], limit: int | None, mode: str = "first") -> list[dict[str, Any]]:

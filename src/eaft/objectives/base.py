@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -80,7 +82,38 @@ def build_objective(name: str, params: dict[str, Any] | None = None) -> Objectiv
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
             valid = ", ".join(known) or "none"
             raise KeyError(f"objective {name!r} has no parameter {key!r}{extra} (valid: {valid})")
+    hints = typing.get_type_hints(cls)
+    params = {key: _checked(name, key, value, hints[key]) for key, value in params.items()}
     return cls(**params)
+
+
+def _checked(objective: str, key: str, value: Any, hint: Any) -> Any:
+    """`value` as the parameter's declared type (a numeric string such as '1e-4' is read as a number)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for kind in (bool, int, float, str):
+        if kind not in options:
+            continue
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    if isinstance(value, str) and (float in options or int in options):
+        try:
+            number = float(value)
+            if int in options and number.is_integer() and float not in options:
+                return int(number)
+            if float in options:
+                return number
+        except ValueError:
+            pass
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise TypeError(f"objective {objective!r}: {key}={value!r} has the wrong type (expected {expected})")
 
 
 def param(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses.field(metadata={"help"})

@@ -12,6 +12,7 @@ from importlib import resources
 
 import yaml
 
+from eaft.errors import debugging
 from eaft.train.config import (
     TRAINING_DEFAULTS,
     ConfigError,
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
     except ConfigError as err:
+        if debugging():
+            raise
         print(f"eaft train: {err}", file=sys.stderr)
         return 2
     from eaft.data import DataError
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_dir = run_training(config)
     except (DataError, RunError) as err:
+        if debugging():
+            raise
         print(f"eaft train: {err}", file=sys.stderr)
         return 1
     print(f"run directory: {run_dir}")

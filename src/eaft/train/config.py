@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 
+from eaft.errors import UsageError
+
 FINETUNING = ("lora", "full")
 FUSED = ("auto", "true", "false")
 LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A bad configuration; the message names the key and what was expected."""
 
 
@@ -75,6 +77,9 @@ class EaftArguments:
         "Steps at which a checkpoint is saved besides every save_steps, e.g. [10, 20, 40] (each checkpoint holds "
         "the tokenizer too, so `eaft eval` can score it; `eaft experiment` sets this from eval_steps).",
     )
+    allow_non_finite: bool = opt(
+        False, "Train on through NaN/inf losses and weights, as transformers does (by default the run stops there)."
+    )
     resume: bool = opt(False, "Continue from the last complete checkpoint in output_dir.")
     overwrite_output_dir: bool = opt(False, "Allow a fresh run into an output_dir that already holds a run.")
 
@@ -97,6 +102,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 4,
     "remove_unused_columns": False,
     "prediction_loss_only": True,
+    "logging_nan_inf_filter": False,  # a NaN loss is logged as what it is (null in metrics.jsonl), not hidden
 }
 #: TrainingArguments keys the trainer needs at a fixed value.
 TRAINING_FIXED: dict[str, Any] = {"remove_unused_columns": False}
@@ -228,6 +234,51 @@ def check_our_values(values: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {values[key]!r}")
 
 
+#: (key, lowest allowed value) checked before anything loads; a value below it would fail deep inside a library.
+MINIMUMS = {
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "lora_rank": 1,
+    "cutoff_len": 2,
+    "chunk_size": 1,
+    "max_samples": 1,
+    "learning_rate": 0.0,
+    "num_train_epochs": 0.0,
+    "warmup_steps": 0.0,
+}
+
+
+def check_ranges(values: dict[str, Any], where: str) -> None:
+    """Numbers in range and the dtype known, before the model loads."""
+    import math
+
+    from eaft.train.models import DTYPES
+
+    for key, low in MINIMUMS.items():
+        value = values.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < low:
+                raise ConfigError(f"{where}: {key}={value!r} is out of range (expected a number >= {low})")
+    steps = values.get("max_steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps == 0 or (isinstance(steps, int) and steps < -1):
+        raise ConfigError(f"{where}: max_steps={steps!r} is out of range (expected -1 for epochs, or >= 1)")
+    dtype = values.get("dtype")
+    if dtype is not None and str(dtype) not in DTYPES:
+        raise ConfigError(f"{where}: dtype={dtype!r} is not supported (expected one of {', '.join(DTYPES)})")
+
+
+def check_training_types(values: dict[str, Any], hints: dict[str, Any], where: str) -> None:
+    """A TrainingArguments number given as text that is not a number (`max_steps=abc`) is named here."""
+    for key, value in values.items():
+        hint = hints.get(key)
+        if not isinstance(value, str) or hint is None or _accepts(hint, str):
+            continue
+        if _accepts(hint, int) or _accepts(hint, float):
+            kind = "int" if _accepts(hint, int) and not _accepts(hint, float) else "float"
+            raise ConfigError(f"{where}: {key}={value!r} has the wrong type (expected {kind})")
+
+
 def _has_accelerator() -> bool:
     import torch
 
@@ -280,6 +331,8 @@ def build_config(merged: dict[str, Any], where: str) -> TrainConfig:
     ours = coerce_numbers(ours, typing.get_type_hints(EaftArguments))
     training = coerce_numbers(training, typing.get_type_hints(TrainingArguments))
     check_our_values(ours, where)
+    check_training_types(training, typing.get_type_hints(TrainingArguments), where)
+    check_ranges({**ours, **training}, where)
     check_conflicts(ours, training, where)
     args = EaftArguments(**ours)
     args.finetuning = str(args.finetuning).lower()

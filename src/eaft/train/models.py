@@ -111,6 +111,16 @@ def load_tokenizer(name_or_path: str | None = None, *, trust_remote_code: bool =
     return tokenizer
 
 
+def load_model(
+    name_or_path: str | None = None, *, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False
+):
+    """The causal LM alone (see `load_model_and_tokenizer`)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name_or_path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code)
+
+
 def load_model_and_tokenizer(
     name_or_path: str | None = None,
     *,
@@ -122,12 +132,9 @@ def load_model_and_tokenizer(
 
     `adapter` is a PEFT adapter folder applied on top (not merged); `trust_remote_code` allows hub model code.
     """
-    from transformers import AutoModelForCausalLM
-
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there (expected a PEFT adapter folder)")
-    path = resolve_model(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code)
+    model = load_model(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     if adapter is not None:
         if not (Path(adapter) / "adapter_config.json").is_file():

@@ -8,42 +8,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from eaft.io import finite_or_none, write_json_atomic, write_text_atomic
+
 METRICS = "metrics.jsonl"
 REPORT = "report.md"
 CURVE = "training_curve.png"
 CURVE_KEYS = ("loss", "ce", "mean_weight", "conflict_share")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def atomic_save_dir(target: Path, save: Any) -> None:
-    """`save(tmp_dir)` then rename the folder onto `target` (replacing an older one)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        save(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -53,10 +28,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def metrics_line(row: dict[str, Any]) -> str:
+    """One metrics.jsonl line: strict JSON, a non-finite value written as null."""
+    return json.dumps(finite_or_none(row), allow_nan=False) + "\n"
+
+
 def truncate_metrics(run_dir: Path, last_step: int) -> None:
     """Drop logged steps after `last_step` (a resumed run logs them again)."""
     rows = [row for row in read_metrics(run_dir) if row.get("step", 0) <= last_step]
-    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(row) + "\n" for row in rows))
+    write_text_atomic(Path(run_dir) / METRICS, "".join(metrics_line(row) for row in rows))
 
 
 class CheckpointAtSteps(TrainerCallback):
@@ -83,7 +63,7 @@ class MetricsCallback(TrainerCallback):
             return
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
         with (self.run_dir / METRICS).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+            handle.write(metrics_line(row))
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -139,7 +119,9 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     rows = [row for row in read_metrics(run_dir) if "loss" in row]
     lines = [f"# Run report: {run_dir.name}", ""]
-    lines += [f"- {key}: {_fmt(value)}" for key, value in summary.items() if not isinstance(value, dict)]
+    lines += [f"- {key}: {_fmt(value)}" for key, value in summary.items() if not isinstance(value, (dict, list))]
+    if summary.get("warnings"):
+        lines += ["", "## Warnings", "", *[f"- **{w}**" for w in summary["warnings"]]]
     if rows:
         first, last = rows[0], rows[-1]
         lines += ["", f"## Training (logged steps {first['step']} → {last['step']})", ""]
@@ -155,6 +137,6 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
             lines.append(f"| {key} | {_fmt(heldout['before'][key])} | {_fmt(heldout['after'][key])} |")
     if (run_dir / CURVE).is_file():
         lines += ["", f"![training curve]({CURVE})"]
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(run_dir / REPORT, "\n".join(lines) + "\n")
+    write_json_atomic(run_dir / "summary.json", summary, indent=2)
+    write_text_atomic(run_dir / REPORT, "\n".join(lines) + "\n")
     return run_dir / REPORT

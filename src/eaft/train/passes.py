@@ -84,9 +84,9 @@ def attach_flow_weights(
         model.train(was_training)
         weights, tau = flow_weights(losses, objective.tau)
         data = {"fingerprint": key, "tau": tau, "weights": [w.reshape(-1).tolist() for w in weights]}
-        from eaft.train.outputs import atomic_write_text
+        from eaft.io import write_text_atomic
 
-        atomic_write_text(cache, json.dumps(data))
+        write_text_atomic(cache, json.dumps(data))
         logger.info("flow: static weights of %d samples computed (tau=%.4f), cached in %s", len(examples), tau, cache)
     for example, sample_weights in zip(examples, data["weights"], strict=True):
         positions = [j for j, label in enumerate(example["labels"]) if label != -100]

@@ -4,105 +4,39 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from eaft.data import CausalLMCollator, encode_dataset, pack_examples
+from eaft.io import atomic_dir
 from eaft.objectives import build_objective
 from eaft.train.config import TrainConfig
+from eaft.train.guard import RunGuard, Totals
 from eaft.train.loss_paths import Reference, choose_loss_path
-from eaft.train.models import load_model_and_tokenizer
+from eaft.train.models import load_model, load_tokenizer
 from eaft.train.outputs import (
     REPORT,
     CheckpointAtSteps,
     MetricsCallback,
-    atomic_save_dir,
-    atomic_write_text,
     plot_curve,
     truncate_metrics,
     write_report,
 )
 from eaft.train.passes import attach_flow_weights, heldout_statistics
+from eaft.train.preflight import check_lora_targets, check_model_source, check_objective_fits
+from eaft.train.run_dir import (  # noqa: F401 - CHECKPOINT, RunError and complete_checkpoints are used by callers
+    CHECKPOINT,
+    RunError,
+    checkpoint_step,
+    complete_checkpoints,
+    prepare_run_dir_on_ranks,
+)
 from eaft.train.sources import load_dataset_conversations, split_heldout
 
 logger = logging.getLogger(__name__)
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue; the message says why and what to do."""
-
-
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints with their trainer_state.json (Trainer writes it last), newest first."""
-    if not run_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := CHECKPOINT.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found, reverse=True) if (p / "trainer_state.json").is_file()]
-
-
-def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from (resume=true: the newest complete one), or None for a fresh run."""
-    explicit = config.training.resume_from_checkpoint
-    if explicit not in (None, "", False) and str(explicit).lower() != "true":
-        path = Path(explicit)
-        if not (path / "trainer_state.json").is_file():
-            raise RunError(f"resume_from_checkpoint={explicit!r}: not a complete checkpoint (no trainer_state.json)")
-        return path
-    if not (config.eaft.resume or str(explicit).lower() == "true"):
-        return None
-    if (run_dir / REPORT).is_file():
-        raise RunError(f"resume=true but {run_dir} holds a finished run ({REPORT} exists)")
-    checkpoints = complete_checkpoints(run_dir)
-    if not checkpoints:
-        raise RunError(f"resume=true but {run_dir} has no complete checkpoint; start without resume")
-    return checkpoints[0]
-
-
-def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
-    run_dir = Path(config.training.output_dir)
-    checkpoint = resume_checkpoint(config, run_dir)
-    if checkpoint is None and run_dir.is_dir() and any(run_dir.iterdir()):
-        if not config.eaft.overwrite_output_dir:
-            raise RunError(
-                f"output_dir {run_dir} already holds files; pass resume=true to continue it, "
-                "overwrite_output_dir=true to replace it, or another output_dir"
-            )
-        if not (run_dir / "config.yaml").is_file():
-            raise RunError(
-                f"overwrite_output_dir=true but {run_dir} does not look like an eaft run; refusing to clear it"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
-    return run_dir, checkpoint
-
-
-def prepare_run_dir_on_ranks(config: TrainConfig) -> tuple[Path, Path | None]:
-    """`prepare_run_dir` on the main process, then the others read the result (it clears and writes the dir)."""
-    import os
-
-    training = config.training
-    _ = training.device  # sets up the process group: world_size reads 1 before that
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and training.world_size != launched:
-        raise RunError(
-            f"launched as {launched} processes but the trainer resolved {training.world_size} "
-            f"({training.distributed_state.distributed_type}); each would train alone. On CPU pass use_cpu=true"
-        )
-    if training.world_size <= 1:
-        return prepare_run_dir(config)
-    with training.main_process_first(local=False, desc="prepare the run directory"):
-        if training.process_index == 0:
-            return prepare_run_dir(config)
-    run_dir = Path(training.output_dir)
-    return run_dir, resume_checkpoint(config, run_dir)
 
 
 def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list[dict], list[dict]]:
@@ -147,7 +81,7 @@ def save_final(model: torch.nn.Module, tokenizer: Any, run_dir: Path, lora: bool
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    atomic_save_dir(target, save)
+    atomic_dir(target, save)
     return target
 
 
@@ -158,6 +92,8 @@ def build_trainer(
     from eaft.train.trainer import ObjectiveTrainer
 
     args, training = config.eaft, config.training
+    if args.finetuning == "lora":
+        check_lora_targets(model, args.lora_target_modules())
     model = apply_finetuning(model, config)
     reference = Reference(model, lora=args.finetuning == "lora") if objective.needs_reference else None
     if reference is not None and reference.model is not model:
@@ -166,6 +102,13 @@ def build_trainer(
     callbacks = [MetricsCallback(run_dir)]
     if args.checkpoint_steps:
         callbacks.append(CheckpointAtSteps(args.checkpoint_steps))
+    head = model.get_output_embeddings()
+    guard = RunGuard(
+        vocab_size=head.weight.shape[0] if head is not None else int(model.config.vocab_size),
+        learning_rate=training.learning_rate,
+        max_grad_norm=training.max_grad_norm,
+        allow_non_finite=args.allow_non_finite,
+    )
     return ObjectiveTrainer(
         model=model,
         args=training,
@@ -174,18 +117,18 @@ def build_trainer(
         data_collator=collator,
         processing_class=tokenizer,  # checkpoints then hold the tokenizer, so each one can be evaluated alone
         loss_path=loss_path,
+        guard=guard,
         callbacks=callbacks,
     )
 
 
-def log_schedule(training: Any, rows: int) -> None:
-    """The effective length of the run, as Trainer will compute it, said before the first step."""
+def planned_steps(training: Any, rows: int) -> int:
+    """The run's optimizer steps, as Trainer computes them; logged with the rest of the schedule."""
     batch = training.per_device_train_batch_size * max(training.world_size, 1)
     accumulation = training.gradient_accumulation_steps
     per_epoch = max(math.ceil(rows / batch) // accumulation, 1)
     if training.max_steps > 0:
-        steps, epochs = training.max_steps, training.max_steps / per_epoch
-        source = "max_steps"
+        steps, epochs, source = training.max_steps, training.max_steps / per_epoch, "max_steps"
     else:
         steps, epochs = math.ceil(training.num_train_epochs * per_epoch), training.num_train_epochs
         source = "num_train_epochs"
@@ -203,31 +146,54 @@ def log_schedule(training: Any, rows: int) -> None:
         getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type),
         training.warmup_steps,
     )
+    return steps
+
+
+def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> Totals:
+    """Train (or continue) to the planned end; a checkpoint already at the end is loaded, not trained past."""
+    if checkpoint is not None and checkpoint_step(checkpoint) >= steps:
+        logger.info("%s is already at the planned end (step %d): loading it, training nothing", checkpoint, steps)
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state.global_step = checkpoint_step(checkpoint)
+        prior = trainer.prior
+        return Totals(prior.loss_sum, prior.steps, prior.wall_seconds + time.time() - trainer.session_start)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.guard.check_weights(trainer.model, trainer.state.global_step, "final model")
+    return trainer.totals()
 
 
 def run_training(config: TrainConfig) -> Path:
-    """Train as configured and return the run directory (complete once report.md exists)."""
+    """Train as configured and return the run directory (complete once report.md exists).
+
+    Order: the model source, the tokenizer and the data are checked before the run directory is touched and the
+    model loads; the model is then checked against the config (LoRA targets, top-k) before any step.
+    """
     from transformers import set_seed
 
     args, training = config.eaft, config.training
+    check_model_source(args.model)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    train_examples, heldout = prepare_data(config, tokenizer)
+    objective = build_objective(args.objective, args.objective_args)
     run_dir, checkpoint = prepare_run_dir_on_ranks(config)
     started = time.time()
     set_seed(training.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    check_objective_fits(objective, model)
     model.to(training.device)
-    train_examples, heldout = prepare_data(config, tokenizer)
     collator = CausalLMCollator(tokenizer.pad_token_id)
-    objective = build_objective(args.objective, args.objective_args)
     if objective.needs_static_weight:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
     before = heldout_statistics(model, heldout, collator) if heldout else None
     rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
     trainer = build_trainer(config, model, tokenizer, objective, rows, heldout, collator, run_dir)
-    log_schedule(training, len(rows))
+    trainer.session_start = started
+    steps = planned_steps(training, len(rows))
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
-        truncate_metrics(run_dir, int(CHECKPOINT.match(checkpoint.name).group(1)))
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        truncate_metrics(run_dir, checkpoint_step(checkpoint))
+        trainer.prior = Totals.from_checkpoint(checkpoint)
+    totals = train_or_finish(trainer, checkpoint, steps)
     after = heldout_statistics(trainer.model, heldout, collator) if heldout else None
     if not trainer.is_world_process_zero():
         return run_dir  # the main process saves the model and writes the report
@@ -240,11 +206,15 @@ def run_training(config: TrainConfig) -> Path:
         "finetuning": args.finetuning,
         "loss_path": "fused" if trainer.loss_path.fused else "materialized logits",
         "training_rows": len(train_examples),
-        "steps": result.global_step,
-        "train_loss": float(result.training_loss),
-        "wall_seconds": round(time.time() - started, 1),
+        "steps": trainer.state.global_step,
+        "train_loss": totals.loss_sum / max(totals.steps, 1),
+        "wall_seconds": round(totals.wall_seconds, 1),
         "saved": str(final.relative_to(run_dir)),
     }
+    if checkpoint is not None:
+        summary["resumed_from"] = checkpoint.name
+    if trainer.guard.warnings:
+        summary["warnings"] = list(trainer.guard.warnings)
     if before is not None:
         label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in heldout)
         summary["heldout"] = {"rows": len(heldout), "tokens": label_tokens, "before": before, "after": after}

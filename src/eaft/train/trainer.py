@@ -10,12 +10,15 @@ number of ranks, as Trainer does.
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer
 
 from eaft.objectives import StepStats
+from eaft.train.guard import RunGuard, Totals
 from eaft.train.loss_paths import LossPath
 
 
@@ -32,8 +35,13 @@ class ObjectiveTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, loss_path: LossPath, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, loss_path: LossPath, guard: RunGuard | None = None, prior: Totals | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.guard = guard
+        self.prior = prior or Totals()
+        self.session_start = time.time()
         if self.args.world_size > 1 and not self.args.average_tokens_across_devices:
             # Each rank would divide by its own token count: a mean of per-rank means, not the window's mean.
             raise ValueError(
@@ -68,3 +76,33 @@ class ObjectiveTrainer(Trainer):
             self.window_stats = StepStats()
             logs.update(stats.means())
         super().log(logs, start_time)
+        if self.guard is not None and "loss" in logs:
+            last = self.state.best_model_checkpoint or _newest_checkpoint(self.args.output_dir)
+            self.guard.check_logs(self.state.global_step, logs, last)
+
+    def totals(self) -> Totals:
+        """Everything trained so far, the steps before a resume included."""
+        session_loss = self._total_loss_scalar + float(self._tr_loss.item())
+        return Totals(
+            loss_sum=self.prior.loss_sum + session_loss,
+            steps=self.state.global_step,
+            wall_seconds=self.prior.wall_seconds + time.time() - self.session_start,
+        )
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Refuses non-finite weights; writes the running totals first (trainer_state.json, written last by
+        Trainer, marks the checkpoint complete)."""
+        if self.guard is not None:
+            self.guard.check_weights(self.model, self.state.global_step, "checkpoint")
+        if self.is_world_process_zero():
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.totals().write(folder)
+        super()._save_checkpoint(model, trial)
+
+
+def _newest_checkpoint(output_dir: str) -> str | None:
+    from eaft.train.run import complete_checkpoints
+
+    found = complete_checkpoints(Path(output_dir))
+    return str(found[0]) if found else None

@@ -1,0 +1,112 @@
+"""The run directory: where a run starts, continues from, or refuses to clobber.
+
+A directory that holds only a failed start (its config.yaml and logs, no complete checkpoint, no final model,
+no report.md) is taken as empty: the retry of a failed start is never refused, and resume=true starts it anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from eaft.errors import EaftError
+from eaft.io import write_text_atomic
+from eaft.train.config import TrainConfig
+from eaft.train.outputs import REPORT
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+FINAL_DIRS = ("adapter", "model")
+
+
+class RunError(EaftError, RuntimeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+def is_failed_start(run_dir: Path) -> bool:
+    """An eaft run directory that never reached a checkpoint nor a final save (killed or failed early)."""
+    return (
+        (run_dir / "config.yaml").is_file()
+        and not (run_dir / REPORT).exists()
+        and not any((run_dir / d).exists() for d in FINAL_DIRS)
+        and not complete_checkpoints(run_dir)
+    )
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(CHECKPOINT.match(path.name).group(1))
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints with their trainer_state.json (Trainer writes it last), newest first."""
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := CHECKPOINT.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found, reverse=True) if (p / "trainer_state.json").is_file()]
+
+
+def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from (resume=true: the newest complete one), or None for a fresh run."""
+    explicit = config.training.resume_from_checkpoint
+    if explicit not in (None, "", False) and str(explicit).lower() != "true":
+        path = Path(explicit)
+        if not (path / "trainer_state.json").is_file():
+            raise RunError(f"resume_from_checkpoint={explicit!r}: not a complete checkpoint (no trainer_state.json)")
+        return path
+    if not (config.eaft.resume or str(explicit).lower() == "true"):
+        return None
+    if (run_dir / REPORT).is_file():
+        raise RunError(f"resume=true but {run_dir} holds a finished run ({REPORT} exists)")
+    checkpoints = complete_checkpoints(run_dir)
+    if not checkpoints and is_failed_start(run_dir):
+        logger.info("resume=true: %s holds only a failed start (no checkpoint); starting it anew", run_dir)
+        return None
+    if not checkpoints:
+        raise RunError(f"resume=true but {run_dir} has no complete checkpoint; start without resume")
+    return checkpoints[0]
+
+
+def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
+    run_dir = Path(config.training.output_dir)
+    checkpoint = resume_checkpoint(config, run_dir)
+    if checkpoint is None and run_dir.is_dir() and any(run_dir.iterdir()):
+        if is_failed_start(run_dir):
+            logger.info("%s holds only a failed start (no checkpoint, no final model); clearing it", run_dir)
+        elif not config.eaft.overwrite_output_dir:
+            raise RunError(
+                f"output_dir {run_dir} already holds files; pass resume=true to continue it, "
+                "overwrite_output_dir=true to replace it, or another output_dir"
+            )
+        if not (run_dir / "config.yaml").is_file():
+            raise RunError(
+                f"overwrite_output_dir=true but {run_dir} does not look like an eaft run; refusing to clear it"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
+    return run_dir, checkpoint
+
+
+def prepare_run_dir_on_ranks(config: TrainConfig) -> tuple[Path, Path | None]:
+    """`prepare_run_dir` on the main process, then the others read the result (it clears and writes the dir)."""
+    import os
+
+    training = config.training
+    _ = training.device  # sets up the process group: world_size reads 1 before that
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training.world_size != launched:
+        raise RunError(
+            f"launched as {launched} processes but the trainer resolved {training.world_size} "
+            f"({training.distributed_state.distributed_type}); each would train alone. On CPU pass use_cpu=true"
+        )
+    if training.world_size <= 1:
+        return prepare_run_dir(config)
+    with training.main_process_first(local=False, desc="prepare the run directory"):
+        if training.process_index == 0:
+            return prepare_run_dir(config)
+    run_dir = Path(training.output_dir)
+    return run_dir, resume_checkpoint(config, run_dir)
