@@ -72,5 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     if "rollouts" in summary:
         r = summary["rollouts"]
         print(f"rollouts ({r['tokens']:,} tokens): confident-conflict share {r['confident_conflict_share']:.2%}")
-    print(f"wrote {out}/report.md, summary.json and the landscapes")
+    page = ", report.html" if "html" in summary["files"] else ""
+    print(f"wrote {out}/report.md{page}, summary.json and the landscapes")
     return 0

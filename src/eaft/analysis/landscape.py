@@ -68,6 +68,12 @@ def quadrant_shares(entropy: np.ndarray, prob: np.ndarray, th: Thresholds) -> di
     return {name: float(c.sum()) / n if n else 0.0 for name, c in zip(QUADRANTS, counts, strict=True)}
 
 
+def quadrant_codes(entropy: np.ndarray, prob: np.ndarray, th: Thresholds) -> np.ndarray:
+    """Each token's quadrant as an index into QUADRANTS (0 = confident conflict). Shape: [N] int8."""
+    high_h, high_p = ~(entropy < th.entropy), ~(prob < th.prob)  # negated as in conflict_mask, NaN included
+    return (high_h.astype(np.int8) * 2 + high_p.astype(np.int8)).astype(np.int8)
+
+
 @dataclass
 class Panel:
     """One landscape panel: the tokens of a data set, or of the rollouts. Shape: [N] each."""

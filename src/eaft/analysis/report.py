@@ -153,12 +153,12 @@ def annotate_top(tokenizer, columns: dict[str, np.ndarray], conflicts: np.ndarra
         ]
 
 
-def _figures_table(summary: dict, sets: list[str]) -> list[str]:
-    head = "| | " + " | ".join(sets) + " |"
-    lines = [head, "|---" * (len(sets) + 1) + "|"]
+def figure_rows(summary: dict, sets: list[str]) -> list[tuple[str, list[str]]]:
+    """The summary figures of each set as (label, formatted values); labels use Markdown's `code` and **bold**."""
+    rows: list[tuple[str, list[str]]] = []
 
     def row(label, get, fmt="{:.2%}"):
-        lines.append(f"| {label} | " + " | ".join(fmt.format(get(summary[s])) for s in sets) + " |")
+        rows.append((label, [fmt.format(get(summary[s])) for s in sets]))
 
     row("label tokens", lambda s: s["tokens"], "{:,}")
     row("sequences with label tokens", lambda s: s["sequences_with_targets"], "{:,}")
@@ -180,7 +180,12 @@ def _figures_table(summary: dict, sets: list[str]) -> list[str]:
             f"`{name}`: share of gradient norm in the conflict region",
             lambda s, n=name: s["gradient"][n]["conflict_share_of_norm"],
         )
-    return lines
+    return rows
+
+
+def _figures_table(summary: dict, sets: list[str]) -> list[str]:
+    lines = ["| | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    return lines + [f"| {label} | " + " | ".join(values) + " |" for label, values in figure_rows(summary, sets)]
 
 
 def _samples_section(title: str, top: list[dict]) -> list[str]:

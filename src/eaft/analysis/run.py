@@ -47,6 +47,9 @@ class AnalyzeConfig:
     bins: int = _opt(50, "Landscape bins per axis.")
     prob_axis: str = _opt("linear", "Landscape probability axis: linear (0 to 1) or log (shows tiny p apart).")
     top_n: int = _opt(10, "Samples listed in the report, by conflict density.")
+    html: bool = _opt(True, "Write report.html: the summary, landscapes and a sample browser in one offline page.")
+    html_samples: int = _opt(200, "report.html: embed this many samples with the densest confident conflicts.")
+    html_random: int = _opt(100, "report.html: embed this many other samples too, drawn at random with --seed.")
     table_format: str = _opt("parquet", "Per-token table format: parquet or jsonl.")
     batch_tokens: int = _opt(2048, "Padded tokens per forward batch.")
     max_batch: int = _opt(32, "Samples per forward batch at most.")
@@ -65,8 +68,9 @@ class AnalyzeConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.rollouts < 0:
-            raise ValueError(f"--rollouts must be >= 0, got {self.rollouts}")
+        for name in ("rollouts", "top_n", "html_samples", "html_random"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0, got {getattr(self, name)!r}")
         self.objectives, self.objective_param = list(self.objectives), list(self.objective_param)
 
     def objective_params(self) -> dict[str, dict]:
@@ -174,6 +178,14 @@ def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
         lookup = {(s.get("sample", i), s.get("rollout")): s["input_ids"] for i, s in enumerate(seqs)}
         annotate_top(tokenizer, columns, conflicts, top, lambda e, lk=lookup: lk[(e["sample"], e.get("rollout"))])
         summary[name]["top"] = top
+    if config.html:
+        from eaft.analysis.html import build_report_html
+
+        page, summary["html"] = build_report_html(
+            summary, sets, th, tokenizer, out, most=config.html_samples, random=config.html_random, seed=config.seed
+        )
+        summary["files"]["html"] = "report.html"
+        write_text(out / "report.html", page)
     write_json(out / "summary.json", summary)
     write_text(out / "report.md", render_report(summary))
     return summary
