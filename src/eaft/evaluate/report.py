@@ -4,7 +4,8 @@ For each run: per-task scores, Target avg and General avg (plain means over the 
 base run Δ Target and Δ General = the mean over the group's tasks that both runs have of (run − base); when
 both runs have the same tasks this is the difference of the averages. A run is on the Pareto front when no
 other run (the base included, at Δ = 0) is at least as good on both deltas and better on one.
-Outputs: `forgetting.md`, `forgetting.json` and `forgetting.png` (Δ Target against Δ General).
+Outputs: `forgetting.md`, `forgetting.json`, `forgetting.png` (Δ Target against Δ General) and `forgetting.html`
+(all of it, the frontier included, in one offline page with links to each run's samples).
 """
 
 from __future__ import annotations
@@ -222,8 +223,9 @@ def _curve_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_report(
     base_dir: str | Path, run_dirs: list[str | Path], out: str | Path, *, frontier_target: str | None = None
 ) -> dict[str, Any]:
-    """forgetting.md/.json/.png; and frontier.md/.json/.png when the runs carry training curves."""
+    """forgetting.md/.json/.png/.html; and frontier.md/.json/.png when the runs carry training curves."""
     from eaft.evaluate.frontier import frontier_markdown, frontier_png, frontier_table, has_curves
+    from eaft.evaluate.html import forgetting_page
 
     base = load_run(base_dir)
     others = [d for d in run_dirs if Path(d).resolve() != Path(base_dir).resolve()]
@@ -240,6 +242,7 @@ def write_report(
         (out / stale).unlink(missing_ok=True)  # never leave an older run's output beside this table
     plot = scatter_png(table, out / "forgetting.png")
     table["plot"] = plot.name if plot else None
+    front = None
     if has_curves(runs):
         front = frontier_table(forgetting_table(base, runs), runs, frontier_target)
         write_json_atomic(out / "frontier.json", front)
@@ -248,6 +251,8 @@ def write_report(
         table["frontier"] = "frontier.md"
     write_json_atomic(out / "forgetting.json", table)
     _write_markdown(out / "forgetting.md", table_markdown(table))
+    folders = {base["run"]: Path(base_dir), **{run["run"]: Path(path) for run, path in zip(runs, others, strict=True)}}
+    _write_markdown(out / "forgetting.html", forgetting_page(table, out, folders, front))
     return table
 
 
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table_markdown(table))
     plot = table["plot"] or "no scatter (it needs runs with both target and general tasks)"
-    print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, {plot}")
+    print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, forgetting.html, {plot}")
     if table.get("frontier"):
         print(f"wrote {Path(args.out) / 'frontier.md'}, frontier.json, frontier.png")
     return 0
