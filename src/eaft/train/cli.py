@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     from eaft.data import DataError
     from eaft.train.run import RunError, run_training
 
+    if config.eaft.eval_suite:
+        from eaft.evaluate.after_training import check_suite
+
+        check_suite(config.eaft.eval_suite, config.eaft.eval_limit)
     try:
         run_dir = run_training(config)
     except (DataError, RunError) as err:
@@ -115,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"eaft train: {err}", file=sys.stderr)
         return 1
+    if config.eaft.eval_suite and (run_dir / "report.md").is_file() and config.training.process_index == 0:
+        from eaft.evaluate.after_training import delta_lines, evaluate_after_training
+
+        table = evaluate_after_training(
+            run_dir, config.eaft.eval_suite, limit=config.eaft.eval_limit, dtype=config.eaft.dtype
+        )
+        print("\n".join(delta_lines(table)))
     print(f"run directory: {run_dir}")
     return 0
 

@@ -80,6 +80,12 @@ class EaftArguments:
     allow_non_finite: bool = opt(
         False, "Train on through NaN/inf losses and weights, as transformers does (by default the run stops there)."
     )
+    eval_suite: str | None = opt(
+        None,
+        "After training, score the base and the trained model on this `eaft eval` suite: forgetting.md/.png in the "
+        "run directory and the Δ Target / Δ General lines in report.md.",
+    )
+    eval_limit: int | None = opt(None, "At most this many items per task of eval_suite (like `eaft eval --limit`).")
     resume: bool = opt(False, "Continue from the last complete checkpoint in output_dir.")
     overwrite_output_dir: bool = opt(False, "Allow a fresh run into an output_dir that already holds a run.")
 
@@ -243,6 +249,7 @@ MINIMUMS = {
     "cutoff_len": 2,
     "chunk_size": 1,
     "max_samples": 1,
+    "eval_limit": 1,
     "learning_rate": 0.0,
     "num_train_epochs": 0.0,
     "warmup_steps": 0.0,

@@ -1,0 +1,53 @@
+"""`eaft train ... eval_suite=PATH`: the base and the trained model are scored, forgetting.* lands in the run
+directory and report.md gains the Δ lines; a bad suite fails before training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from eaft.train import cli as train_cli
+
+
+def tiny_suite(tmp_path):
+    items = [{"question": f"{i} plus {i}?", "choices": ["five", "ok", "dog"], "answer": i % 3} for i in range(4)]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    suite = {
+        "name": "tiny",
+        "target": [{"name": "mc_target", "type": "multiple_choice", "path": "mc.jsonl", "prompt": "Q: {question}\nA:"}],
+        "general": [{"name": "mc_general", "type": "multiple_choice", "path": "mc.jsonl", "scoring": "raw"}],
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    return tmp_path / "suite.yaml"
+
+
+def test_training_ends_with_the_forgetting_report(tmp_path, tiny_model_dir, chat_data, monkeypatch, capsys):
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    suite = tiny_suite(tmp_path)
+    run_dir = tmp_path / "run"
+    args = [f"model={tiny_model_dir}", f"dataset={chat_data}", f"output_dir={run_dir}", "max_steps=3"]
+    args += ["learning_rate=0.05", f"eval_suite={suite}", "eval_limit=3", "logging_steps=1"]
+    assert train_cli.main(args) == 0
+    assert "- Δ Target:" in capsys.readouterr().out
+    table = json.loads((run_dir / "forgetting.json").read_text())
+    assert [r["run"] for r in table["rows"]] == ["base", "trained"]
+    trained = json.loads((run_dir / "eval" / "trained" / "results.json").read_text())
+    assert trained["adapter"] == str(run_dir / "adapter") and trained["tasks"]["mc_general"]["n"] == 3
+    assert (run_dir / "forgetting.md").is_file() and (run_dir / "forgetting.png").stat().st_size > 0
+    report = (run_dir / "report.md").read_text()
+    row = table["rows"][1]
+    assert f"- Δ Target: {row['delta_target']:+.2f} points (mc_target)" in report
+    assert f"- Δ General: {row['delta_general']:+.2f} points (mc_general)" in report
+    assert report.count("## Evaluation after training") == 1 and "## Training" in report
+
+
+def test_a_bad_suite_fails_before_training(tmp_path, tiny_model_dir, chat_data):
+    from eaft.evaluate.tasks import TaskError
+
+    (tmp_path / "bad.yaml").write_text("name: bad\ntarget: [{name: x, type: nope}]\n")
+    args = [f"model={tiny_model_dir}", f"dataset={chat_data}", f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(TaskError):
+        train_cli.main([*args, f"eval_suite={tmp_path / 'bad.yaml'}"])
+    assert not (tmp_path / "run").exists()
