@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from eaft import experiment as exp
-from tests.train.conftest import write_rows
-from tests.train.tiny import save_tiny
+from tests.train.tiny import save_tiny, write_rows
 
 
 def write_experiment(tmp_path: Path, runs: list, train_extra: dict | None = None) -> Path:

@@ -80,3 +80,20 @@ def save_tiny(path, kind: str = "llama", template: str = CHATML) -> str:
     build_model(kind, vocab_size=len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def write_rows(path, count: int = 40) -> str:
+    """A small chat data set (messages format) written as JSONL."""
+    import json
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"what is {i} plus {i}?"},
+                {"role": "assistant", "content": f"Answer: {2 * i}. Result => ok"},
+            ]
+        }
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)

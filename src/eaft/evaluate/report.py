@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eaft.errors import debugging
 from eaft.evaluate.cache import write_json_atomic
 from eaft.evaluate.tasks import GROUPS
 
@@ -26,8 +27,11 @@ def load_run(path: str | Path) -> dict[str, Any]:
     file = path / "results.json" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no results.json (expected a directory written by `eaft eval`)")
-    data = json.loads(file.read_text(encoding="utf-8"))
-    if not isinstance(data.get("tasks"), dict):
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file}: not a readable results file ({err}); run `eaft eval` for it again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
         raise ValueError(f"{file}: no `tasks` mapping; not an `eaft eval` results file")
     data.setdefault("run", file.parent.name)
     return data
@@ -275,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = write_report(base, args.runs, args.out, frontier_target=args.frontier_target)
     except (FileNotFoundError, ValueError) as err:
+        if debugging():
+            raise
         print(f"eaft report: {err}", file=sys.stderr)
         return 2
     print(table_markdown(table))
