@@ -67,3 +67,28 @@ def test_fused_and_materialized_loss_curves_agree(objective, tied, checkpointing
     assert fused[-1][0] != fused[0][0]  # the model trained
     for step, (ours, theirs) in enumerate(zip(fused, plain, strict=True)):
         assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6), f"step {step}"
+
+
+def test_a_configured_chunk_reaches_the_fused_op(monkeypatch):
+    """`chunk_size` from the train config is the op's chunk (label tokens), and the result does not depend on it."""
+    import eaft.ops
+    from eaft.train.loss_paths import choose_loss_path
+
+    seen = []
+    real = eaft.ops.fused_linear_objective
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["chunk_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eaft.ops, "fused_linear_objective", spy)
+    model, objective = tiny_llama(tied=False), build_objective("eaft")
+    inputs, labels = next(batches(steps=1))
+    results = []
+    for chunk in (7, None):
+        path = choose_loss_path(model, objective, "true", reference=None, chunk_size=chunk)
+        assert path.fused and path.chunk_size == chunk
+        loss, stats, _ = path(model, inputs, labels, None, None)
+        results.append((loss.item(), stats.ce_sum))
+    assert seen == [7, None]
+    assert results[0] == pytest.approx(results[1], rel=1e-6)

@@ -71,7 +71,11 @@ class EaftArguments:
         "auto",
         "Compute the objective from hidden states with the fused chunked op (no [B,S,V] logits): auto, true, false.",
     )
-    chunk_size: int = opt(1024, "Label tokens per chunk in the objective's fp32 statistics.")
+    chunk_size: int | None = opt(
+        None,
+        "Label tokens per chunk of the objective's fp32 statistics, on either loss path. Default: the fused op's "
+        "memory-budgeted size on the fused path, 1024 on the logits path.",
+    )
     checkpoint_steps: Any = opt(
         None,
         "Steps at which a checkpoint is saved besides every save_steps, e.g. [10, 20, 40] (each checkpoint holds "

@@ -104,13 +104,18 @@ class LossPath:
 
     fused = False
 
-    def __init__(self, objective: Objective, *, reference: Reference | None = None, chunk_size: int = 1024) -> None:
+    #: Label tokens per chunk when none is configured (the logits exist already; this bounds their fp32 upcast).
+    default_chunk = 1024
+
+    def __init__(
+        self, objective: Objective, *, reference: Reference | None = None, chunk_size: int | None = None
+    ) -> None:
         if objective.needs_reference and reference is None:
             raise ValueError(f"objective {objective.name!r} needs a reference model")
         self.objective = objective
         self.reference = reference
-        self.chunk_size = chunk_size
-        self.loss_func = ObjectiveLossFunc(objective, chunk_size=chunk_size)
+        self.chunk_size = chunk_size  # label tokens per chunk on either path; None = the path's default
+        self.loss_func = ObjectiveLossFunc(objective, chunk_size=chunk_size or self.default_chunk)
 
     def __call__(
         self,
@@ -177,13 +182,19 @@ class FusedLossPath(LossPath):
             bias=head.bias,
             num_items_in_batch=num_items_in_batch,
             static_weights=static_weights,
+            chunk_size=self.chunk_size,  # None: the op sizes chunks to its memory budget
             **ref,
         )
         return loss, stats, {}  # no logits: Trainer's evaluation reads none (prediction_loss_only)
 
 
 def choose_loss_path(
-    model: torch.nn.Module, objective: Objective, fused_loss: str, *, reference: Reference | None, chunk_size: int
+    model: torch.nn.Module,
+    objective: Objective,
+    fused_loss: str,
+    *,
+    reference: Reference | None,
+    chunk_size: int | None,
 ) -> LossPath:
     """`fused_loss`: 'true' (refused by name when impossible), 'false', or 'auto' (fused when possible)."""
     reason = None if fused_available() else "the fused op (eaft.ops) is not installed"
