@@ -113,3 +113,18 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert eaft_main(["analyze", "--compare", str(tmp_path), str(tmp_path)]) == 1  # one line, no traceback
     err = capsys.readouterr().err
     assert "no summary.json" in err and "Traceback" not in err
+
+
+def test_bad_data_is_named_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import eaft.train.models as models
+
+    tokenizer = build_tokenizer()
+    model_dir = tmp_path / "model"
+    build_model(vocab_size=len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    (tmp_path / "rows.jsonl").write_bytes(b'{"instruction": "h\xe9", "output": "x"}\n')
+    monkeypatch.setattr(models, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model loaded first"))
+    args = ["analyze", "--model", str(model_dir), "--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "o")]
+    assert eaft_main(args) == 1
+    err = capsys.readouterr().err
+    assert "rows.jsonl:1: not UTF-8 text" in err and "Traceback" not in err

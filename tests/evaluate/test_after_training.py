@@ -24,13 +24,24 @@ def tiny_suite(tmp_path):
 
 
 def test_training_ends_with_the_forgetting_report(tmp_path, tiny_model_dir, chat_data, monkeypatch, capsys):
+    import os
+    import stat
+
     monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    old_umask = os.umask(0o022)
     suite = tiny_suite(tmp_path)
     run_dir = tmp_path / "run"
     args = [f"model={tiny_model_dir}", f"dataset={chat_data}", f"output_dir={run_dir}", "max_steps=3"]
     args += ["learning_rate=0.05", f"eval_suite={suite}", "eval_limit=3", "logging_steps=1"]
-    assert train_cli.main(args) == 0
+    try:
+        assert train_cli.main(args) == 0
+    finally:
+        os.umask(old_umask)
     assert "- Δ Target:" in capsys.readouterr().out
+    written = ["forgetting.md", "forgetting.json", "forgetting.png", "forgetting.html", "report.md", "config.yaml"]
+    written += ["eval/trained/results.json", "eval/trained/results.md", "eval/base/suite.yaml"]
+    for name in written:  # eval's and report's files too: what other users of the machine can read
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
     table = json.loads((run_dir / "forgetting.json").read_text())
     assert [r["run"] for r in table["rows"]] == ["base", "trained"]
     trained = json.loads((run_dir / "eval" / "trained" / "results.json").read_text())

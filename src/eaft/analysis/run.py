@@ -138,16 +138,18 @@ def default_out() -> Path:
 
 def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
     """Run the whole analysis into `config.out`; returns the summary. `model`/`tokenizer` bypass loading."""
-    from eaft.train.models import DEFAULT_MODEL_NAME, is_default, load_model_and_tokenizer
+    from eaft.train.models import DEFAULT_MODEL_NAME, is_default, load_model_and_tokenizer, load_tokenizer
 
+    objectives = build_objectives(config.objectives, config.objective_params())
     if model is None or tokenizer is None:
+        # the data is read and checked with the tokenizer alone, before the model's weights load
+        conversations, samples = encode_samples(config, load_tokenizer(config.model))
         model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, adapter=config.adapter)
         label = f"{DEFAULT_MODEL_NAME} (embedded default)" if is_default(config.model) else config.model
     else:
+        conversations, samples = encode_samples(config, tokenizer)
         label = f"{type(model).__name__} (passed in by the caller)"
     out = Path(config.out) if config.out else default_out()
-    objectives = build_objectives(config.objectives, config.objective_params())
-    conversations, samples = encode_samples(config, tokenizer)
     data = analyze_tokens(model, tokenizer, samples, config, objectives, "analyze data")
     axis = entropy_column(TOPK_SPEC if config.entropy == "topk" else FULL_SPEC)
     th = quantile_thresholds(
