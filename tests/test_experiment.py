@@ -122,7 +122,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "name", sorted(p.name for p in (REPO / "configs" / "experiments").glob("*.yaml") if p.name != "paper_train.yaml")
 )
-def test_shipped_experiments_are_valid(name, monkeypatch):
+def test_shipped_experiments_are_valid(name, monkeypatch, stand_in_data_root):
     monkeypatch.chdir(REPO)
     experiment = exp.load_experiment(Path("configs") / "experiments" / name)
     exp.validate(experiment)
@@ -145,7 +145,7 @@ def test_paper_recipes_follow_table_4(monkeypatch):
     assert medical.base_model == "Qwen/Qwen3-4B-Thinking-2507" and math.base_model == "Qwen/Qwen3-4B-Instruct-2507"
 
 
-def test_cpu_experiment_reads_gsm8k_train(monkeypatch):
+def test_cpu_experiment_reads_gsm8k_train(monkeypatch, real_data_root):
     from eaft.train.sources import load_dataset_conversations
 
     monkeypatch.chdir(REPO)

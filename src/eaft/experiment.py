@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from eaft.data_root import DataRootError, add_data_root_flag, use_data_root
 from eaft.errors import UsageError, debugging
 
 EXPERIMENT_KEYS = (
@@ -503,15 +504,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rerun", action="append", default=[], metavar="NAME", help="discard run NAME's results and train it again"
     )
+    add_data_root_flag(parser)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        use_data_root(args.data_root)  # EAFT_DATA: the training and evaluation steps inherit it
         experiment = load_experiment(args.experiment)
         if args.check:
             validate(experiment)
             print(f"{experiment.source}: {len(experiment.runs)} runs and the suite are valid")
             return 0
         report = run_experiment(experiment, args.rerun)
-    except (ExperimentError, RuntimeError, ValueError) as err:
+    except (ExperimentError, DataRootError, RuntimeError, ValueError) as err:
         if debugging():
             raise
         print(f"eaft experiment: {err}", file=sys.stderr)

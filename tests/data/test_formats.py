@@ -124,12 +124,8 @@ def test_hub_id_without_datasets_package_is_a_clear_error(monkeypatch):
         load_conversations("someone/some-dataset")
 
 
-def test_shared_alpaca_file_loads():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alpaca"
-    files = sorted(path.glob("*.jsonl"))
-    if not files:
-        pytest.skip("shared alpaca data not present")
+def test_real_alpaca_file_loads(real_data_root):
+    files = sorted((real_data_root / "alpaca").glob("*.jsonl"))
+    assert files, f"no alpaca/*.jsonl under {real_data_root}"
     convs = load_conversations(str(files[0]), max_samples=50)
     assert len(convs) == 50 and all(c[-1]["role"] == "assistant" for c in convs)

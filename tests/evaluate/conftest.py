@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+#: A few rows of each benchmark, written for the tests, in the data root's layout (the real files: `real_data_root`).
+FIXTURE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -101,6 +102,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def shared_rows(relative: str, n: int) -> list[dict]:
-    with (SHARED_DATA / relative).open(encoding="utf-8") as handle:
+def fixture_rows(relative: str, n: int) -> list[dict]:
+    """The first `n` rows of a fixture file under tests/fixtures/data."""
+    with (FIXTURE_DATA / relative).open(encoding="utf-8") as handle:
         return [json.loads(next(handle)) for _ in range(n)]

@@ -19,7 +19,7 @@ SUITE = Path(__file__).resolve().parents[2] / "configs" / "suites" / "arc_easy.y
 
 
 @pytest.mark.slow
-def test_smollm2_arc_easy_100_above_chance(tmp_path):
+def test_smollm2_arc_easy_100_above_chance(tmp_path, real_data_root):
     suite = load_suite(SUITE, limit=100)
     record = run_suite(suite, ModelHandle(None), cache=ResultCache(tmp_path, enabled=False))["tasks"]["arc_easy"]
     assert record["n"] == 100 and record["metric"] == "acc_per_char"

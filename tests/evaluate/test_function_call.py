@@ -16,16 +16,15 @@ from eaft.evaluate.runner import main
 from eaft.evaluate.suite import load_suite
 from eaft.evaluate.tasks import FunctionCallOptions, TaskError, TaskSpec
 
-from .conftest import SHARED_DATA, build_tokenizer
+from .conftest import FIXTURE_DATA, build_tokenizer
 
-BFCL = SHARED_DATA / "bfcl_v3"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "suites"
 SIZES = {"simple": 3, "parallel": 2, "irrelevance": 2}
 
 
 def copy_head(category: str, n: int, folder: Path) -> None:
     for relative in (f"BFCL_v3_{category}.json", f"possible_answer/BFCL_v3_{category}.json"):
-        source = BFCL / relative
+        source = FIXTURE_DATA / "bfcl_v3" / relative
         if source.is_file():
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:n]
@@ -214,12 +213,12 @@ target:
     assert "overall = mean accuracy over 2 categories: simple" in (tmp_path / "report" / "forgetting.md").read_text()
 
 
-def test_example_suites_fit_the_shared_data():
+def test_example_suites_fit_the_real_data(real_data_root):
     """Every function_call task of configs/suites: its files exist and its first rows load with their answers."""
     tasks = [t for f in sorted(CONFIGS.glob("*.yaml")) for t in load_suite(f).tasks if t.type == "function_call"]
     assert {t.source.split(":")[0].rsplit("/", 1)[-1] for t in tasks} >= {"agent.yaml", "bfcl_quick.yaml"}
     for task in tasks:
-        assert task.path.resolve() == BFCL.resolve()
+        assert task.path.resolve() == (real_data_root / "bfcl_v3").resolve()
         items = fc.load_items(dataclasses.replace(task, limit=2))
         assert len(items) == 2 * len(task.options.categories)
     (full,) = [t for t in tasks if t.source.startswith(str(CONFIGS / "agent.yaml"))]
@@ -227,7 +226,7 @@ def test_example_suites_fit_the_shared_data():
 
 
 @pytest.mark.slow
-def test_smollm2_on_50_simple_items():
+def test_smollm2_on_50_simple_items(real_data_root):
     """configs/suites/bfcl_quick.yaml with the embedded SmolLM2-135M-Instruct in bfloat16: the first 50 `simple`
     questions, plain prompt, reply opened with '<tool_call>[', greedy, 48 new tokens."""
     (task,) = load_suite(CONFIGS / "bfcl_quick.yaml").tasks
@@ -239,7 +238,8 @@ def test_smollm2_on_50_simple_items():
     assert 2 <= outcome.score <= 50
     right = [s for s in outcome.samples if s["correct"]]
     assert all(s["calls"] and s["reason"] == "" for s in right)
-    answers = [json.loads(x) for x in (BFCL / "possible_answer" / "BFCL_v3_simple.json").read_text().splitlines()]
+    answer_file = real_data_root / "bfcl_v3" / "possible_answer" / "BFCL_v3_simple.json"
+    answers = [json.loads(x) for x in answer_file.read_text().splitlines()]
     expected = {a["id"]: a["ground_truth"][0] for a in answers[:50]}
     for sample in right:  # cross-check against the answer file itself: the function, and only its answer's keys
         ((name, allowed),) = expected[sample["id"]].items()

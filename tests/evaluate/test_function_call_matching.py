@@ -1,9 +1,8 @@
-"""The BFCL-style matcher on hand-written cases, and on every answer row of ../shared/data/bfcl_v3."""
+"""The BFCL-style matcher on hand-written cases, and on every answer row of the real bfcl_v3 (the data root)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from eaft.evaluate.call_matching import (
     check_no_call,
@@ -14,8 +13,6 @@ from eaft.evaluate.call_matching import (
     normalize_string,
 )
 from eaft.evaluate.call_parsing import Call, parse_calls
-
-BFCL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "bfcl_v3"
 
 AREA = {
     "name": "geometry.area",
@@ -175,13 +172,14 @@ def _python_text(calls):
 UNSATISFIABLE = {"live_multiple_862-181-3", "live_multiple_964-207-0", "live_simple_106-63-0", "live_simple_112-68-0"}
 
 
-def test_every_bfcl_answer_accepts_its_own_calls_written_as_json_and_python():
+def test_every_bfcl_answer_accepts_its_own_calls_written_as_json_and_python(real_data_root):
     """Each answer's first allowed values (optional parameters left out), calls reversed, accepted from Calls,
     from JSON text and from Python text; one changed value is rejected."""
     failing, checked, changed_values = set(), 0, 0
-    for answer_file in sorted((BFCL / "possible_answer").glob("BFCL_v3_*.json")):
+    bfcl = real_data_root / "bfcl_v3"
+    for answer_file in sorted((bfcl / "possible_answer").glob("BFCL_v3_*.json")):
         category = answer_file.stem.removeprefix("BFCL_v3_")
-        rows = {r["id"]: r for r in map(json.loads, (BFCL / answer_file.name).read_text().splitlines())}
+        rows = {r["id"]: r for r in map(json.loads, (bfcl / answer_file.name).read_text().splitlines())}
         for line in answer_file.read_text().splitlines():
             answer = json.loads(line)
             functions = rows[answer["id"]]["function"]

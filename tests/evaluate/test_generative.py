@@ -10,7 +10,7 @@ from eaft.evaluate.generative import evaluate_generative
 from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.tasks import GenerativeOptions, TaskError, TaskSpec
 
-from .conftest import shared_rows, write_jsonl
+from .conftest import fixture_rows, write_jsonl
 
 MAX_NEW = 10
 
@@ -31,7 +31,7 @@ def naive_greedy(model, tokenizer, user: str) -> str:
 
 def test_generation_and_scoring_match_naive_loop(tmp_path, tiny, tiny_model_dir):
     model, tokenizer = tiny
-    rows = shared_rows("gsm8k/test.jsonl", 6)
+    rows = fixture_rows("gsm8k/test.jsonl", 6)
     responses = [naive_greedy(model, tokenizer, f"{r['question']}\nGive the number.") for r in rows]
     extracted = [extract_answer(r) for r in responses]
     valid = [i for i, e in enumerate(extracted) if e is not None]

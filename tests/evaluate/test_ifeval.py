@@ -11,7 +11,7 @@ from eaft.evaluate.ifeval import MissingResource, ensure_punkt_tab, evaluate_ife
 from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.tasks import IFEvalOptions, TaskSpec
 
-from .conftest import SHARED_DATA, shared_rows, write_jsonl
+from .conftest import fixture_rows, write_jsonl
 from .test_generative import naive_greedy
 
 pytest.importorskip("lm_eval", reason="IFEval scoring needs the `eval` extra (lm-eval)")
@@ -89,7 +89,7 @@ def test_pipeline_matches_naive_generation_and_lm_eval(tmp_path, tiny, tiny_mode
     from lm_eval.tasks.ifeval import utils
 
     model, tokenizer = tiny
-    rows = shared_rows("ifeval/input_data.jsonl", 5)
+    rows = fixture_rows("ifeval/input_data.jsonl", 5)
     path = write_jsonl(tmp_path / "ifeval.jsonl", rows)
     task = TaskSpec(
         name="ifeval",
@@ -114,4 +114,3 @@ def test_pipeline_matches_naive_generation_and_lm_eval(tmp_path, tiny, tiny_mode
         100 * sum(sum(s.follow_instruction_list) for s in strict) / n_inst
     )
     assert outcome.metric == "prompt_level_strict" and outcome.score == outcome.metrics["prompt_level_strict"]
-    assert (SHARED_DATA / "ifeval" / "input_data.jsonl").is_file()

@@ -11,7 +11,7 @@ from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.multiple_choice import build_items, evaluate_multiple_choice
 from eaft.evaluate.tasks import MultipleChoiceOptions, TaskError, TaskSpec
 
-from .conftest import shared_rows, write_jsonl
+from .conftest import fixture_rows, write_jsonl
 
 
 def naive_logprob(model, tokenizer, context: str, continuation: str) -> tuple[float, int]:
@@ -57,7 +57,7 @@ def naive_accuracy(model, tokenizer, rows, contexts_of, continuations_of, length
 
 def test_choice_scoring_matches_naive_forward(tmp_path, tiny, tiny_model_dir):
     model, tokenizer = tiny
-    rows = shared_rows("arc/arc_easy_test.jsonl", 7)
+    rows = fixture_rows("arc/arc_easy_test.jsonl", 7)
     path = write_jsonl(tmp_path / "arc.jsonl", rows)
     # a small token budget forces several padded batches of different widths
     outcome = evaluate_multiple_choice(task_for(path, batch_tokens=300), ModelHandle(str(tiny_model_dir)))
@@ -78,7 +78,7 @@ def test_choice_scoring_matches_naive_forward(tmp_path, tiny, tiny_model_dir):
 
 def test_partial_form_scores_the_shared_continuation(tmp_path, tiny, tiny_model_dir):
     model, tokenizer = tiny
-    rows = shared_rows("winogrande/winogrande_dev.jsonl", 4)
+    rows = fixture_rows("winogrande/winogrande_dev.jsonl", 4)
     path = write_jsonl(tmp_path / "wg.jsonl", rows)
     task = task_for(path, contexts="context_options", continuation="continuation", scoring="raw")
     outcome = evaluate_multiple_choice(task, ModelHandle(str(tiny_model_dir)))
@@ -94,7 +94,7 @@ def test_partial_form_scores_the_shared_continuation(tmp_path, tiny, tiny_model_
 
 
 def test_letter_format_few_shot_and_templates(tmp_path):
-    rows = shared_rows("mmlu/dev.jsonl", 7)  # 5 abstract_algebra + 2 anatomy
+    rows = fixture_rows("mmlu/dev.jsonl", 7)  # 5 abstract_algebra + 2 anatomy
     path = write_jsonl(tmp_path / "mmlu.jsonl", rows)
     task = task_for(
         path,
@@ -120,7 +120,7 @@ def test_letter_format_few_shot_and_templates(tmp_path):
 
 
 def test_cluewsc_literal_choices_and_nested_fields(tmp_path):
-    rows = shared_rows("cluewsc/fewclue_cluewsc_test_public.jsonl", 2)
+    rows = fixture_rows("cluewsc/fewclue_cluewsc_test_public.jsonl", 2)
     path = write_jsonl(tmp_path / "wsc.jsonl", rows)
     task = task_for(
         path,
@@ -143,5 +143,5 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
     with pytest.raises(TaskError, match=r"bad.jsonl:1: no field 'stem'"):
         build_items(task_for(path, prompt="{stem}"))
     path.write_text('{"question": "q"}\nnot json\n')
-    with pytest.raises(TaskError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(TaskError, match=r"bad.jsonl:2: malformed JSON"):
         build_items(task_for(path))

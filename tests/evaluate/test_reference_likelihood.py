@@ -12,7 +12,7 @@ from eaft.evaluate.reference_likelihood import evaluate_reference_likelihood
 from eaft.evaluate.suite import load_suite
 from eaft.evaluate.tasks import ReferenceLikelihoodOptions, TaskError, TaskSpec
 
-from .conftest import shared_rows, write_jsonl
+from .conftest import fixture_rows, write_jsonl
 
 
 def naive_nll(model, tokenizer, user: str, answer: str) -> tuple[float, int]:
@@ -31,7 +31,7 @@ def task(path, **options) -> TaskSpec:
 
 def test_score_matches_naive_forward(tmp_path, tiny, tiny_model_dir):
     model, tokenizer = tiny
-    rows = shared_rows("gsm8k/test.jsonl", 5)
+    rows = fixture_rows("gsm8k/test.jsonl", 5)
     path = write_jsonl(tmp_path / "gsm.jsonl", rows)
     per_row = [naive_nll(model, tokenizer, f"Q: {r['question']}", r["answer"]) for r in rows]
     total, tokens = sum(n for n, _ in per_row), sum(t for _, t in per_row)

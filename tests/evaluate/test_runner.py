@@ -9,15 +9,15 @@ import pytest
 import eaft.evaluate.lm as lm_module
 from eaft.evaluate.runner import main
 
-from .conftest import shared_rows, write_jsonl
+from .conftest import fixture_rows, write_jsonl
 
 
 @pytest.fixture
 def suite_file(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    write_jsonl(data / "arc.jsonl", shared_rows("arc/arc_easy_test.jsonl", 4))
-    write_jsonl(data / "gsm.jsonl", shared_rows("gsm8k/test.jsonl", 2))
+    write_jsonl(data / "arc.jsonl", fixture_rows("arc/arc_easy_test.jsonl", 4))
+    write_jsonl(data / "gsm.jsonl", fixture_rows("gsm8k/test.jsonl", 2))
     path = tmp_path / "suite.yaml"
     path.write_text(f"""
 name: tiny
@@ -67,7 +67,7 @@ def test_run_directory_and_cache(tmp_path, tiny_model_dir, suite_file, load_coun
     assert {k: t["score"] for k, t in second["tasks"].items()} == {k: t["score"] for k, t in first["tasks"].items()}
 
     # new data or new settings miss the cache for the affected task only
-    write_jsonl(tmp_path / "data" / "arc.jsonl", shared_rows("arc/arc_easy_test.jsonl", 3))
+    write_jsonl(tmp_path / "data" / "arc.jsonl", fixture_rows("arc/arc_easy_test.jsonl", 3))
     third = run(tiny_model_dir, suite_file, tmp_path / "run3")
     assert len(load_counter) == 2
     assert [t.get("cached", False) for t in third["tasks"].values()] == [True, False, True]

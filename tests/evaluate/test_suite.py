@@ -92,7 +92,7 @@ def example_suites() -> list[Path]:
     return sorted(CONFIGS.glob("*.yaml"))
 
 
-def test_every_task_file_is_used_by_an_example_suite():
+def test_every_task_file_is_used_by_an_example_suite(stand_in_data_root):
     used = {t.source for f in example_suites() for t in load_suite(f).tasks}
     assert example_suites() and used
     referenced = "\n".join(f.read_text() for f in example_suites())
@@ -101,7 +101,14 @@ def test_every_task_file_is_used_by_an_example_suite():
 
 
 @pytest.mark.parametrize("suite_file", example_suites(), ids=lambda p: p.stem)
-def test_example_suites_load_and_fit_their_data(suite_file):
+def test_example_suites_load_without_the_data(suite_file, stand_in_data_root):
+    """Each example suite parses and validates anywhere; its shipped data paths lie under the data root."""
+    for task in load_suite(suite_file).tasks:
+        assert task.path is None or task.path.is_relative_to(stand_in_data_root.resolve()), task.path
+
+
+@pytest.mark.parametrize("suite_file", example_suites(), ids=lambda p: p.stem)
+def test_example_suites_load_and_fit_their_data(suite_file, real_data_root):
     """Each example suite parses, its files exist, and its templates fit the first rows of the real data."""
     for task in load_suite(suite_file).tasks:
         if task.path is None or task.type == "function_call":  # a folder of BFCL files: test_function_call.py
@@ -119,6 +126,6 @@ def test_example_suites_load_and_fit_their_data(suite_file):
 
 
 @pytest.mark.parametrize("name", ["arc_challenge", "piqa", "winogrande"])
-def test_standalone_task_files_fit_their_data(tmp_path, name):
+def test_standalone_task_files_fit_their_data(tmp_path, name, real_data_root):
     suite = load_suite(write(tmp_path / "s.yaml", f"general:\n  - task: {CONFIGS}/tasks/{name}.yaml\n    limit: 2\n"))
     assert len(build_items(suite.tasks[0])) == 2

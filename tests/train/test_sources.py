@@ -7,6 +7,7 @@ import json
 import pytest
 
 from eaft.data import DataError
+from eaft.data_root import DataRootError
 from eaft.train.sources import load_dataset_conversations, split_heldout
 
 
@@ -53,6 +54,24 @@ def test_dataset_info_errors_name_the_entry(tmp_path):
         load_dataset_conversations("gone", dataset_dir=str(tmp_path))
     with pytest.raises(DataError, match=r"\[odd\]: unsupported dataset_info keys \['ranking'\]"):
         load_dataset_conversations("odd", dataset_dir=str(tmp_path))
+
+
+def test_dataset_info_file_name_under_the_data_root(tmp_path, monkeypatch):
+    import eaft.data_root
+
+    (tmp_path / "bench" / "gsm8k").mkdir(parents=True)
+    (tmp_path / "bench" / "gsm8k" / "train.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    columns = {"prompt": "question", "response": "answer"}
+    info = {"gsm": {"file_name": "$EAFT_DATA/gsm8k/train.jsonl", "columns": columns}}
+    (tmp_path / "info").mkdir()
+    (tmp_path / "info" / "dataset_info.json").write_text(json.dumps(info))
+    monkeypatch.setenv("EAFT_DATA", str(tmp_path / "bench"))
+    (conv,) = load_dataset_conversations("gsm", dataset_dir=str(tmp_path / "info"))
+    assert conv[-1] == {"role": "assistant", "content": "#### 2"}
+    monkeypatch.delenv("EAFT_DATA")
+    monkeypatch.setattr(eaft.data_root, "_defaults", lambda: [tmp_path / "nowhere"])
+    with pytest.raises(DataRootError, match=r"dataset_info.json\[gsm\]: no data root: set EAFT_DATA=DIR or pass"):
+        load_dataset_conversations("gsm", dataset_dir=str(tmp_path / "info"))
 
 
 def test_split_heldout_counts_and_fractions():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eaft import __version__
+from eaft.data_root import DataRootError, add_data_root_flag, use_data_root
 from eaft.errors import debugging
 from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity
 from eaft.evaluate.function_call import evaluate_function_call
@@ -161,6 +162,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-cache", action="store_true", help="recompute every task (results are still stored)")
+    add_data_root_flag(parser)
     curve = parser.add_argument_group("training curve (read by `eaft report` for the frontier)")
     curve.add_argument("--series", default=None, help="the training run this model is a checkpoint of")
     curve.add_argument("--step", type=int, default=None, help="its optimizer step (the base model is step 0)")
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         curve_of(args)  # checked before any model loads
+        use_data_root(args.data_root)
         if args.backend == "lm-eval":
             require_lm_eval()
         suite = load_suite(args.suite, limit=args.limit)
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_suite(suite, handle, backend=args.backend, cache=ResultCache(enabled=not args.no_cache))
         out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
         path = write_run(out, suite, handle, args.backend, result, curve_of(args))
-    except (TaskError, MissingResource, FileNotFoundError) as err:
+    except (TaskError, DataRootError, MissingResource, FileNotFoundError) as err:
         if debugging():
             raise
         print(f"eaft eval: {err}", file=sys.stderr)

@@ -3,7 +3,7 @@ forgotten), plus an optional `extra` group shown in the table but left out of bo
 
 ```yaml
 name: math                      # default: the file name
-data_root: ../../../shared/data # relative data paths resolve here (default: the YAML's folder)
+data_root: $EAFT_DATA           # relative data paths resolve here (default: the YAML's folder)
 target:
   - name: gsm8k
     type: generative
@@ -19,18 +19,21 @@ general:
 Entry keys: `name`, `type`, `path`, `task`, `limit`, `limit_mode` (first | spread), `lm_eval`, `lm_eval_metric`,
 `lm_eval_fewshot`; every other key is an option of the task type (see `eaft.evaluate.tasks.OPTIONS`).
 A `task` file is found relative to the suite's folder; a relative `path` or `few_shot_path` resolves against the
-`data_root` of the file it is written in.
+`data_root` of the file it is written in. `$EAFT_DATA` is the benchmark data root (`eaft.data_root`: EAFT_DATA,
+`--data-root`, or ../shared/data beside the repository), looked up only when a path needs it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from eaft.data_root import DataRootError
 from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, OPTIONS, TaskError, TaskSpec, parse_options, resolve_path, suggest
 
 ENTRY_KEYS = ("name", "type", "path", "task", "limit", "limit_mode", "lm_eval", "lm_eval_metric", "lm_eval_fewshot")
@@ -60,32 +63,37 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _data_root(data: dict[str, Any], path: Path) -> Path:
-    return resolve_path(data["data_root"], path.parent) if data.get("data_root") else path.parent
+def _data_root(data: dict[str, Any], path: Path) -> Callable[[], Path]:
+    """The data root of the file at `path`, resolved when first needed (a `$EAFT_DATA` root may be missing)."""
+    return lambda: resolve_path(data["data_root"], path.parent) if data.get("data_root") else path.parent
 
 
-def _resolved_paths(entry: dict[str, Any], root: Path) -> dict[str, Any]:
-    """`path` and `few_shot_path` made absolute against `root`."""
+def _resolved_paths(entry: dict[str, Any], root: Callable[[], Path], where: Path) -> dict[str, Any]:
+    """`path` and `few_shot_path` made absolute against `root` (the data root of the file `where`)."""
     out = dict(entry)
-    for key in ("path", "few_shot_path"):
-        if out.get(key):
-            out[key] = str(resolve_path(out[key], root))
+    try:
+        for key in ("path", "few_shot_path"):
+            if out.get(key):
+                path = resolve_path(out[key], Path())  # `$EAFT_DATA/...`, `~` or `$VARS` may make it absolute
+                out[key] = str(path if path.is_absolute() else root() / path)
+    except DataRootError as err:
+        raise DataRootError(f"{where}: {err}") from None
     return out
 
 
-def _merged_entry(entry: dict[str, Any], suite_dir: Path, data_root: Path) -> dict[str, Any]:
+def _merged_entry(entry: dict[str, Any], suite_path: Path, data_root: Callable[[], Path]) -> dict[str, Any]:
     """A suite entry with its referenced task file (if any, relative to the suite's folder) underneath it."""
     merged: dict[str, Any] = {}
     if "task" in entry:
-        task_path = resolve_path(entry["task"], suite_dir)
+        task_path = resolve_path(entry["task"], suite_path.parent)
         task_data = _load_yaml(task_path)
         if "task" in task_data:
             raise TaskError(f"{task_path}: a task file cannot reference another task file")
         merged = _resolved_paths(
-            {k: v for k, v in task_data.items() if k != "data_root"}, _data_root(task_data, task_path)
+            {k: v for k, v in task_data.items() if k != "data_root"}, _data_root(task_data, task_path), task_path
         )
         merged.setdefault("name", task_path.stem)
-    merged.update(_resolved_paths({k: v for k, v in entry.items() if k != "task"}, data_root))
+    merged.update(_resolved_paths({k: v for k, v in entry.items() if k != "task"}, data_root, suite_path))
     return merged
 
 
@@ -150,7 +158,7 @@ def load_suite(path: str | Path, *, limit: int | None = None) -> Suite:
             where = f"{path}: {group}[{i}]"
             if not isinstance(entry, dict):
                 raise TaskError(f"{where}: expected a mapping, got {entry!r}")
-            task = build_task(_merged_entry(entry, path.parent, root), group, where)
+            task = build_task(_merged_entry(entry, path, root), group, where)
             if limit is not None:
                 task = dataclasses.replace(task, limit=min(task.limit or limit, limit))
             tasks.append(task)

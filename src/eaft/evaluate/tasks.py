@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eaft.data_root import expand_data_root
 from eaft.errors import UsageError
 
 GROUPS = ("target", "general", "extra")
@@ -182,8 +183,9 @@ def parse_options(kind: str, raw: Mapping[str, Any], where: str) -> Any:
 
 
 def resolve_path(value: str, base: Path) -> Path:
-    """A path from a YAML file: `~` and `$VARS` expanded, relative paths taken from `base`."""
-    path = Path(os.path.expandvars(os.path.expanduser(str(value))))
+    """A path from a YAML file: a leading `$EAFT_DATA` is the data root (`eaft.data_root`), `~` and other `$VARS`
+    are expanded, relative paths are taken from `base`."""
+    path = Path(os.path.expandvars(os.path.expanduser(expand_data_root(str(value)))))
     return path if path.is_absolute() else (base / path)
 
 

@@ -2,7 +2,8 @@
 
 Order for each comma-separated name: an existing path; a name in `dataset_dir`/dataset_info.json (LLaMA-Factory:
 `file_name`, `formatting` alpaca|sharegpt, and `columns` renaming the standard fields); a dataset shipped in
-`eaft/resources` (house_calc); otherwise a hub dataset id.
+`eaft/resources` (house_calc); otherwise a hub dataset id. A `file_name` is relative to `dataset_dir`, except one
+that starts with `$EAFT_DATA/`: that is under the benchmark data root (`eaft.data_root`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from eaft.data import DataError, load_conversations
 from eaft.data.formats import Messages, read_rows, row_to_messages
+from eaft.data_root import DataRootError, expand_data_root
 
 SHIPPED = {"house_calc": "house_calc.jsonl"}
 #: LLaMA-Factory `columns` keys -> our field names (also their default column names), per formatting.
@@ -96,10 +98,14 @@ def _lf_row(row: dict[str, Any], entry: dict[str, Any], formatting: str) -> dict
 
 
 def _load_lf(name: str, entry: dict[str, Any], dataset_dir: str, max_samples: int | None) -> list[Messages]:
-    formatting = _check_lf_entry(entry, f"{dataset_dir}/dataset_info.json[{name}]")
-    path = Path(dataset_dir) / entry["file_name"]
+    where = f"{dataset_dir}/dataset_info.json[{name}]"
+    formatting = _check_lf_entry(entry, where)
+    try:
+        path = Path(dataset_dir) / expand_data_root(entry["file_name"])
+    except DataRootError as err:
+        raise DataRootError(f"{where}: {err}") from None
     if not path.is_file():
-        raise DataError(f"{dataset_dir}/dataset_info.json[{name}]: file_name {entry['file_name']!r}: no such file")
+        raise DataError(f"{where}: file_name {entry['file_name']!r}: no such file")
     conversations = []
     for row_where, row in read_rows(path):
         if max_samples is not None and len(conversations) >= max_samples:
