@@ -9,20 +9,13 @@ import pytest
 import yaml
 
 from eaft import experiment as exp
-from tests.train.tiny import save_tiny, write_rows
+from tests.train.tiny import save_tiny, write_rows, write_tiny_suite
 
 
 def write_experiment(tmp_path: Path, runs: list, train_extra: dict | None = None) -> Path:
     model = save_tiny(tmp_path / "tiny")
     data = write_rows(tmp_path / "chat.jsonl", count=16)
-    items = [{"question": f"{i} plus {i}?", "choices": ["five", "ok", "dog"], "answer": i % 3} for i in range(3)]
-    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
-    suite = {
-        "name": "tiny",
-        "target": [{"name": "mc_target", "type": "multiple_choice", "path": "mc.jsonl", "prompt": "Q: {question}\nA:"}],
-        "general": [{"name": "mc_general", "type": "multiple_choice", "path": "mc.jsonl", "scoring": "raw"}],
-    }
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    write_tiny_suite(tmp_path)
     train = {
         "model": model,
         "dataset": data,

@@ -51,6 +51,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 110) -> Path:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
 def finite_or_none(value: Any) -> Any:
     """NaN and ±inf become None (JSON null) anywhere inside `value`: JSON has no NaN."""
     if isinstance(value, float) and not math.isfinite(value):

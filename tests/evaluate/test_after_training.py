@@ -6,21 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from eaft.train import cli as train_cli
-
-
-def tiny_suite(tmp_path):
-    items = [{"question": f"{i} plus {i}?", "choices": ["five", "ok", "dog"], "answer": i % 3} for i in range(4)]
-    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
-    suite = {
-        "name": "tiny",
-        "target": [{"name": "mc_target", "type": "multiple_choice", "path": "mc.jsonl", "prompt": "Q: {question}\nA:"}],
-        "general": [{"name": "mc_general", "type": "multiple_choice", "path": "mc.jsonl", "scoring": "raw"}],
-    }
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
-    return tmp_path / "suite.yaml"
+from tests.train.tiny import write_tiny_suite
 
 
 def test_training_ends_with_the_forgetting_report(tmp_path, tiny_model_dir, chat_data, monkeypatch, capsys):
@@ -29,7 +17,7 @@ def test_training_ends_with_the_forgetting_report(tmp_path, tiny_model_dir, chat
 
     monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
     old_umask = os.umask(0o022)
-    suite = tiny_suite(tmp_path)
+    suite = write_tiny_suite(tmp_path, items=4)
     run_dir = tmp_path / "run"
     args = [f"model={tiny_model_dir}", f"dataset={chat_data}", f"output_dir={run_dir}", "max_steps=3"]
     args += ["learning_rate=0.05", f"eval_suite={suite}", "eval_limit=3", "logging_steps=1"]

@@ -97,3 +97,20 @@ def write_rows(path, count: int = 40) -> str:
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(path)
+
+
+def write_tiny_suite(folder, items: int = 3):
+    """A suite of two multiple-choice tasks (target and general) over `items` rows written beside it."""
+    import json
+
+    import yaml
+
+    rows = [{"question": f"{i} plus {i}?", "choices": ["five", "ok", "dog"], "answer": i % 3} for i in range(items)]
+    (folder / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    suite = {
+        "name": "tiny",
+        "target": [{"name": "mc_target", "type": "multiple_choice", "path": "mc.jsonl", "prompt": "Q: {question}\nA:"}],
+        "general": [{"name": "mc_general", "type": "multiple_choice", "path": "mc.jsonl", "scoring": "raw"}],
+    }
+    (folder / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
+    return folder / "suite.yaml"

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from eaft.io import save_figure
+
 TARGET_AVG = "target avg"
 GENERAL_AVG = "general avg"
 
@@ -226,9 +228,5 @@ def frontier_png(front: dict[str, Any], path: Path) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
     fig.suptitle("Forgetting frontier: general score against target score along each run", fontsize=11)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 6), 1, 0.96))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
     return path

@@ -19,6 +19,7 @@ from typing import Any
 from eaft.errors import debugging
 from eaft.evaluate.cache import write_json_atomic
 from eaft.evaluate.tasks import GROUPS
+from eaft.io import save_figure
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -197,11 +198,7 @@ def scatter_png(table: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("Δ Target (points vs base)  → more learning")
     ax.set_title(f"Forgetting vs learning (base: {table['base']})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
     return path
 
 

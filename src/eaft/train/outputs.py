@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from eaft.io import finite_or_none, write_json_atomic, write_text_atomic
+from eaft.io import finite_or_none, save_figure, write_json_atomic, write_text_atomic
 
 METRICS = "metrics.jsonl"
 REPORT = "report.md"
@@ -103,10 +102,7 @@ def plot_curve(run_dir: Path) -> Path | None:
     fig.suptitle(f"training curve: {Path(run_dir).name}")
     fig.tight_layout()
     path = Path(run_dir) / CURVE
-    tmp = path.with_name(f".{CURVE}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
     return path
 
 
