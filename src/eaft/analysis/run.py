@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,47 +16,44 @@ from eaft.analysis.landscape import Panel, conflict_mask, plot_gradient_landscap
 from eaft.analysis.outputs import write_json, write_table, write_text
 from eaft.analysis.report import annotate_top, render_report, set_summary, top_conflict_sequences
 from eaft.analysis.tokens import FULL_SPEC, TOPK_SPEC, entropy_column, token_statistics_table
-
-
-def _opt(default, help: str, **extra):  # noqa: A002
-    return field(default=default, metadata={"help": help, **extra})
+from eaft.fields import option
 
 
 @dataclass
 class AnalyzeConfig:
     """Options of `eaft analyze`; each field is one `--flag` (underscores as dashes)."""
 
-    data: str = _opt("", "Data set: a JSON/JSONL/parquet file or folder (the formats of `eaft train`).")
-    model: str | None = _opt(None, "Model: hub id or local folder; default: the embedded SmolLM2-135M-Instruct.")
-    adapter: str | None = _opt(None, "PEFT adapter folder applied on top of the model.")
-    format: str = _opt("auto", "Data format: auto, alpaca, sharegpt, messages or prompt_completion.")
-    max_samples: int | None = _opt(None, "Analyze the first N samples only.")
-    cutoff_len: int | None = _opt(2048, "Keep the first N tokens of each sample (as training does).")
-    out: str | None = _opt(None, "Output folder; default runs/analyze-<date>-<time>.")
-    rollouts: int = _opt(0, "Also let the model answer each prompt K times and analyze those answers (Fig. 1b).")
-    max_new_tokens: int = _opt(256, "Longest rollout, in tokens.")
-    temperature: float = _opt(1.0, "Rollout sampling temperature (1.0 = the model's own distribution).")
-    top_p: float = _opt(1.0, "Rollout nucleus sampling (1.0 = off).")
-    seed: int = _opt(0, "Random seed of the rollouts.")
-    entropy: str = _opt("topk", "Entropy on the landscape axis and for the thresholds: topk (k=20) or full.")
-    entropy_quantile: float = _opt(0.15, "Confident-conflict entropy threshold: this quantile of the data's H̃.")
-    prob_quantile: float = _opt(0.15, "Confident-conflict probability threshold: this quantile of the data's p(y).")
-    objectives: list[str] = _opt((), "Objectives in the gradient landscape besides sft and eaft.", nargs="+")
-    objective_param: list[str] = _opt((), "An objective's parameter, as NAME.KEY=VALUE (repeatable).", append=True)
-    grad_stat: str = _opt("mean", "Gradient landscape cell value: mean or sum of the per-token gradient norms.")
-    bins: int = _opt(50, "Landscape bins per axis.")
-    prob_axis: str = _opt("linear", "Landscape probability axis: linear (0 to 1) or log (shows tiny p apart).")
-    top_n: int = _opt(10, "Samples listed in the report, by conflict density.")
-    html: bool = _opt(True, "Write report.html: the summary, landscapes and a sample browser in one offline page.")
-    html_samples: int = _opt(200, "report.html: embed this many samples with the densest confident conflicts.")
-    html_random: int = _opt(100, "report.html: embed this many other samples too, drawn at random with --seed.")
-    table_format: str = _opt("parquet", "Per-token table format: parquet or jsonl.")
-    batch_tokens: int = _opt(2048, "Padded tokens per forward batch.")
-    max_batch: int = _opt(32, "Samples per forward batch at most.")
-    chunk_size: int = _opt(256, "Label tokens per fp32 statistics chunk.")
-    generate_batch: int = _opt(8, "Prompts per generation batch.")
-    dtype: str = _opt("float32", "Model dtype: float32, bfloat16 or float16.")
-    progress: bool = _opt(True, "Show progress bars.")
+    data: str = option("", "Data set: a JSON/JSONL/parquet file or folder (the formats of `eaft train`).")
+    model: str | None = option(None, "Model: hub id or local folder; default: the embedded SmolLM2-135M-Instruct.")
+    adapter: str | None = option(None, "PEFT adapter folder applied on top of the model.")
+    format: str = option("auto", "Data format: auto, alpaca, sharegpt, messages or prompt_completion.")
+    max_samples: int | None = option(None, "Analyze the first N samples only.")
+    cutoff_len: int | None = option(2048, "Keep the first N tokens of each sample (as training does).")
+    out: str | None = option(None, "Output folder; default runs/analyze-<date>-<time>.")
+    rollouts: int = option(0, "Also let the model answer each prompt K times and analyze those answers (Fig. 1b).")
+    max_new_tokens: int = option(256, "Longest rollout, in tokens.")
+    temperature: float = option(1.0, "Rollout sampling temperature (1.0 = the model's own distribution).")
+    top_p: float = option(1.0, "Rollout nucleus sampling (1.0 = off).")
+    seed: int = option(0, "Random seed of the rollouts.")
+    entropy: str = option("topk", "Entropy on the landscape axis and for the thresholds: topk (k=20) or full.")
+    entropy_quantile: float = option(0.15, "Confident-conflict entropy threshold: this quantile of the data's H̃.")
+    prob_quantile: float = option(0.15, "Confident-conflict probability threshold: this quantile of the data's p(y).")
+    objectives: list[str] = option((), "Objectives in the gradient landscape besides sft and eaft.", nargs="+")
+    objective_param: list[str] = option((), "An objective's parameter, as NAME.KEY=VALUE (repeatable).", append=True)
+    grad_stat: str = option("mean", "Gradient landscape cell value: mean or sum of the per-token gradient norms.")
+    bins: int = option(50, "Landscape bins per axis.")
+    prob_axis: str = option("linear", "Landscape probability axis: linear (0 to 1) or log (shows tiny p apart).")
+    top_n: int = option(10, "Samples listed in the report, by conflict density.")
+    html: bool = option(True, "Write report.html: the summary, landscapes and a sample browser in one offline page.")
+    html_samples: int = option(200, "report.html: embed this many samples with the densest confident conflicts.")
+    html_random: int = option(100, "report.html: embed this many other samples too, drawn at random with --seed.")
+    table_format: str = option("parquet", "Per-token table format: parquet or jsonl.")
+    batch_tokens: int = option(2048, "Padded tokens per forward batch.")
+    max_batch: int = option(32, "Samples per forward batch at most.")
+    chunk_size: int = option(256, "Label tokens per fp32 statistics chunk.")
+    generate_batch: int = option(8, "Prompts per generation batch.")
+    dtype: str = option("float32", "Model dtype: float32, bfloat16 or float16.")
+    progress: bool = option(True, "Show progress bars.")
 
     def __post_init__(self) -> None:
         choices = {

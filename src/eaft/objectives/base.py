@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from eaft.fields import option as param  # noqa: F401 - objectives declare parameters with it
 from eaft.objectives.stats import EntropySpec, TokenStats
 
 _REGISTRY: dict[str, type[Objective]] = {}
@@ -114,7 +115,3 @@ def _checked(objective: str, key: str, value: Any, hint: Any) -> Any:
             pass
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise TypeError(f"objective {objective!r}: {key}={value!r} has the wrong type (expected {expected})")
-
-
-def param(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses.field(metadata={"help"})
-    return dataclasses.field(default=default, metadata={"help": help})

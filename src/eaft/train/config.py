@@ -13,13 +13,14 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from eaft.errors import UsageError
+from eaft.fields import option
 
 FINETUNING = ("lora", "full")
 FUSED = ("auto", "true", "false")
@@ -30,68 +31,62 @@ class ConfigError(UsageError, ValueError):
     """A bad configuration; the message names the key and what was expected."""
 
 
-def opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors the field metadata key
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class EaftArguments:
     """The fields of `eaft train` that `transformers.TrainingArguments` does not have."""
 
-    model: str = opt(
+    model: str = option(
         "default", "Hub id or local folder of a causal LM; 'default' = the embedded SmolLM2-135M-Instruct."
     )
-    dtype: str = opt("float32", "Weights dtype: float32, bfloat16 or float16.")
-    trust_remote_code: bool = opt(False, "Allow model code from the hub (passed to from_pretrained).")
-    dataset: str = opt(
+    dtype: str = option("float32", "Weights dtype: float32, bfloat16 or float16.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub (passed to from_pretrained).")
+    dataset: str = option(
         "house_calc",
         "A JSON/JSONL/parquet file or folder, a dataset shipped with eaft (house_calc), a LLaMA-Factory "
         "dataset_info.json name (with dataset_dir), or a hub dataset id. Comma-separate several.",
     )
-    dataset_dir: str | None = opt(None, "Folder with a LLaMA-Factory dataset_info.json naming the datasets.")
-    data_format: str = opt("auto", "Row format: auto, alpaca, sharegpt, messages or prompt_completion.")
-    max_samples: int | None = opt(None, "Use only the first N rows of each dataset.")
-    val_size: float = opt(
+    dataset_dir: str | None = option(None, "Folder with a LLaMA-Factory dataset_info.json naming the datasets.")
+    data_format: str = option("auto", "Row format: auto, alpaca, sharegpt, messages or prompt_completion.")
+    max_samples: int | None = option(None, "Use only the first N rows of each dataset.")
+    val_size: float = option(
         0.0, "Rows held out from the end of the data for the before/after CE in report.md: a count (>= 1) or fraction."
     )
-    cutoff_len: int = opt(1024, "Keep the first cutoff_len tokens of each conversation.")
-    packing: bool = opt(False, "Pack several conversations into each row of cutoff_len tokens (no cross-attention).")
-    objective: str = opt(
+    cutoff_len: int = option(1024, "Keep the first cutoff_len tokens of each conversation.")
+    packing: bool = option(False, "Pack several conversations into each row of cutoff_len tokens (no cross-attention).")
+    objective: str = option(
         "sft", "Training objective by registry name: sft, eaft, masked_sft, dft, sft_kl, asft, flow, talr."
     )
-    objective_args: dict = opt({}, "Parameters of the objective, e.g. {alpha: 2} (see the objective list below).")
-    finetuning: str = opt("lora", "'lora' (PEFT adapters; the base model is frozen) or 'full'.")
-    lora_rank: int = opt(8, "LoRA rank r.")
-    lora_alpha: float | None = opt(None, "LoRA scaling alpha (default 2 × lora_rank).")
-    lora_dropout: float = opt(0.0, "Dropout on the LoRA input.")
-    lora_target: Any = opt("all", "Modules that get adapters: 'all' (every linear layer but lm_head) or names.")
-    fused_loss: str | bool = opt(
+    objective_args: dict = option({}, "Parameters of the objective, e.g. {alpha: 2} (see the objective list below).")
+    finetuning: str = option("lora", "'lora' (PEFT adapters; the base model is frozen) or 'full'.")
+    lora_rank: int = option(8, "LoRA rank r.")
+    lora_alpha: float | None = option(None, "LoRA scaling alpha (default 2 × lora_rank).")
+    lora_dropout: float = option(0.0, "Dropout on the LoRA input.")
+    lora_target: Any = option("all", "Modules that get adapters: 'all' (every linear layer but lm_head) or names.")
+    fused_loss: str | bool = option(
         "auto",
         "Compute the objective from hidden states with the fused chunked op (no [B,S,V] logits): auto, true, false.",
     )
-    chunk_size: int | None = opt(
+    chunk_size: int | None = option(
         None,
         "Label tokens per chunk of the objective's fp32 statistics, on either loss path. Default: the fused op's "
         "memory-budgeted size on the fused path, 1024 on the logits path.",
     )
-    checkpoint_steps: Any = opt(
+    checkpoint_steps: Any = option(
         None,
         "Steps at which a checkpoint is saved besides every save_steps, e.g. [10, 20, 40] (each checkpoint holds "
         "the tokenizer too, so `eaft eval` can score it; `eaft experiment` sets this from eval_steps).",
     )
-    allow_non_finite: bool = opt(
+    allow_non_finite: bool = option(
         False, "Train on through NaN/inf losses and weights, as transformers does (by default the run stops there)."
     )
-    eval_suite: str | None = opt(
+    eval_suite: str | None = option(
         None,
         "After training, score the base and the trained model on this `eaft eval` suite: forgetting.md/.png in the "
         "run directory and the Δ Target / Δ General lines in report.md.",
     )
-    eval_limit: int | None = opt(None, "At most this many items per task of eval_suite (like `eaft eval --limit`).")
-    resume: bool = opt(False, "Continue from the last complete checkpoint in output_dir.")
-    overwrite_output_dir: bool = opt(False, "Allow a fresh run into an output_dir that already holds a run.")
+    eval_limit: int | None = option(None, "At most this many items per task of eval_suite (like `eaft eval --limit`).")
+    resume: bool = option(False, "Continue from the last complete checkpoint in output_dir.")
+    overwrite_output_dir: bool = option(False, "Allow a fresh run into an output_dir that already holds a run.")
 
     def lora_target_modules(self) -> str | list[str]:
         target = self.lora_target
@@ -194,14 +189,14 @@ def _type_ok(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
+    for kind in options:
+        if kind is type(None) and value is None:
             return True
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return True
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return True
-        if option in (str, bool, dict) and isinstance(value, option):
+        if kind in (str, bool, dict) and isinstance(value, kind):
             return True
     return False
 
