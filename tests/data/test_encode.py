@@ -24,7 +24,8 @@ CONV = [
 ]
 
 
-def labelled_runs(example):
+def labelled_runs(example: dict[str, list[int]]) -> list[list[int]]:
+    """The label tokens of an encoded example, as runs of consecutive positions (each label equals its input)."""
     runs, current = [], []
     for token, label in zip(example["input_ids"], example["labels"], strict=True):
         if label != IGNORE_INDEX:

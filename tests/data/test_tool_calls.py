@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from eaft.data import IGNORE_INDEX, encode_conversation, encode_prompt, load_conversations
+from eaft.data import encode_conversation, encode_prompt, load_conversations
 from eaft.evaluate.call_parsing import Call, parse_calls
+from tests.data.test_encode import labelled_runs
 from tests.train.tiny import CHATML, build_tokenizer
 
 ADD = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
@@ -33,18 +34,6 @@ TOOLS_TEMPLATE = (
     "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def labelled_runs(example: dict[str, list[int]]) -> list[list[int]]:
-    runs, current = [], []
-    for token, label in zip(example["input_ids"], example["labels"], strict=True):
-        if label != IGNORE_INDEX:
-            assert label == token
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    return runs + ([current] if current else [])
 
 
 def call_json(call: dict) -> str:

@@ -9,22 +9,11 @@ import torch
 
 from eaft.objectives import build_objective
 from eaft.train.loss_paths import FusedLossPath, LossPath, Reference
+from tests.train.tiny import build_model
 
 
 def tiny_llama(tied: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-    )
-    return LlamaForCausalLM(config)
+    return build_model("llama", vocab_size=97, tied=tied)
 
 
 def batches(steps=5, size=3, length=19, vocab=97):

@@ -17,17 +17,9 @@ def test_default_aliases_and_dtypes():
 
 
 def test_adapter_folder_must_hold_an_adapter(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.train.tiny import build_model
 
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    build_model(vocab_size=64).save_pretrained(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_model_and_tokenizer(str(tmp_path / "m"), adapter=str(tmp_path / "missing"))
 

@@ -53,8 +53,8 @@ def build_tokenizer(template: str = CHATML):
     return tokenizer
 
 
-def build_model(kind: str = "llama", vocab_size: int = 360, seed: int = 0, hidden: int = 32):
-    """A tiny random causal LM (llama or qwen2) built from a config."""
+def build_model(kind: str = "llama", vocab_size: int = 360, seed: int = 0, hidden: int = 32, tied: bool = False):
+    """A tiny random causal LM (llama or qwen2) built from a config; `tied` shares lm_head with the embedding."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -67,7 +67,7 @@ def build_model(kind: str = "llama", vocab_size: int = 360, seed: int = 0, hidde
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     if kind == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**common))
