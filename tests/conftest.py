@@ -46,9 +46,10 @@ def real_data_root() -> Path:
     try:
         return find_data_root()
     except DataRootError as err:
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"CI=true: this test reads the benchmark data, and {err}", pytrace=False)
-        pytest.skip(f"needs the benchmark data (CI=true makes it required): {err}")
+        missing = str(err)
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true: this test reads the benchmark data, and {missing}", pytrace=False)
+    pytest.skip(f"needs the benchmark data (CI=true makes it required): {missing}")
 
 
 @pytest.fixture
