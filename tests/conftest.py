@@ -27,10 +27,14 @@ def chat_data(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and a busy shared machine makes extra threads spin."""
+def one_torch_thread(request):
+    """Tiny models run fastest on one thread, and a busy shared machine makes extra threads spin. The real-model
+    tests (marked slow) keep every thread, as they did before this fixture served all packages."""
     import torch
 
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
