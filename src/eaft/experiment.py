@@ -31,7 +31,6 @@ forgetting table, scatter and frontier are written by `eaft report` into `<out>/
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import shutil
 import subprocess
@@ -265,10 +264,9 @@ def _python(args: list[str]) -> list[str]:
 
 
 def _write_config(path: Path, config: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from eaft.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
 
 
 #: Keys the runner sets itself to start or continue a run; they are not part of what the run is.

@@ -104,13 +104,13 @@ def test_a_collapse_is_a_warning_in_the_report(tmp_path, tiny_model_dir, chat_da
 
 def test_ce_near_a_uniform_guess_is_a_collapse():
     guard = RunGuard(vocab_size=1000, learning_rate=1e3, max_grad_norm=1.0)
-    guard.check_logs(1, {"loss": 2.0, "ce": 2.0, "grad_norm": 0.3}, None)
+    guard.check_logs(1, {"loss": 2.0, "ce": 2.0, "grad_norm": 0.3}, lambda: None)
     assert guard.warnings == []
-    guard.check_logs(5, {"loss": 6.0, "ce": 0.95 * math.log(1000), "grad_norm": 0.3}, None)
-    guard.check_logs(6, {"loss": 6.5, "ce": 0.96 * math.log(1000), "grad_norm": 0.3}, None)
+    guard.check_logs(5, {"loss": 6.0, "ce": 0.95 * math.log(1000), "grad_norm": 0.3}, lambda: None)
+    guard.check_logs(6, {"loss": 6.5, "ce": 0.96 * math.log(1000), "grad_norm": 0.3}, lambda: None)
     assert len(guard.warnings) == 1 and "rose near ln V = 6.908" in guard.warnings[0]
     fresh = RunGuard(vocab_size=1000, learning_rate=1e-4, max_grad_norm=1.0)  # random weights start there
-    fresh.check_logs(1, {"loss": 6.9, "ce": 6.9, "grad_norm": 0.3}, None)
+    fresh.check_logs(1, {"loss": 6.9, "ce": 6.9, "grad_norm": 0.3}, lambda: None)
     assert fresh.warnings == []
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,12 @@ class RunGuard:
             hints.append("set max_grad_norm > 0 (now 0: gradients are not clipped)")
         return "; ".join(hints) + "; or pass allow_non_finite=true to train on as transformers does"
 
-    def check_logs(self, step: int, logs: dict[str, Any], checkpoint: str | None) -> None:
+    def check_logs(self, step: int, logs: dict[str, Any], last_checkpoint: Callable[[], str | None]) -> None:
+        """`last_checkpoint()` names the checkpoint to resume from; it is asked only when the run must stop."""
         bad = {k: v for k, v in logs.items() if k in ("loss", "ce", "grad_norm") and not _finite(v)}
         if bad and not self.allow_non_finite:
             names = ", ".join(f"{k}={v}" for k, v in bad.items())
+            checkpoint = last_checkpoint()
             where = f"resume=true continues from {checkpoint}" if checkpoint else "no checkpoint was saved before it"
             raise NonFiniteError(
                 f"step {step}: {names} is not finite; the weights diverged. Likely cause: {self.cause()}. "

@@ -77,8 +77,7 @@ class ObjectiveTrainer(Trainer):
             logs.update(stats.means())
         super().log(logs, start_time)
         if self.guard is not None and "loss" in logs:
-            last = self.state.best_model_checkpoint or _newest_checkpoint(self.args.output_dir)
-            self.guard.check_logs(self.state.global_step, logs, last)
+            self.guard.check_logs(self.state.global_step, logs, lambda: _newest_checkpoint(self.args.output_dir))
 
     def totals(self) -> Totals:
         """Everything trained so far, the steps before a resume included."""
@@ -102,7 +101,7 @@ class ObjectiveTrainer(Trainer):
 
 
 def _newest_checkpoint(output_dir: str) -> str | None:
-    from eaft.train.run import complete_checkpoints
+    from eaft.train.run_dir import complete_checkpoints
 
     found = complete_checkpoints(Path(output_dir))
     return str(found[0]) if found else None
