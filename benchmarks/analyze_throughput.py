@@ -58,7 +58,7 @@ def main() -> None:
     from eaft.analysis.gradients import build_objectives
     from eaft.analysis.tokens import length_batches
     from eaft.data import encode_conversation, load_conversations
-    from eaft.train.models import load_model_and_tokenizer
+    from eaft.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     model.eval()

@@ -17,7 +17,7 @@ import torch
 from eaft.evaluate.lm import continuation_logprobs, encode_pair, shared_context_logprobs
 from eaft.evaluate.multiple_choice import build_items
 from eaft.evaluate.suite import load_suite
-from eaft.train.models import load_model_and_tokenizer
+from eaft.models import load_model_and_tokenizer
 
 SUITES = Path(__file__).resolve().parents[1] / "configs" / "suites"
 

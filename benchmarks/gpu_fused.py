@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from eaft.objectives import build_objective, causal_lm_objective_loss
-from eaft.objectives.stats import shift_labels
-from eaft.ops import fused_linear_objective
+from eaft.objectives import build_objective, causal_lm_objective_loss, fused_linear_objective
+from eaft.ops.tokens import shift_labels
 
 HIDDEN, VOCAB = 896, 151936
 DEVICE = "cuda"  # `--device cpu --hidden 16 --vocab 300` with TRITON_INTERPRET=1 smoke-tests this script

@@ -54,9 +54,8 @@ def worker(method: str, tokens: int, chunk_size: int | None, seed: int = 0) -> d
     import torch
     import torch.nn.functional as F
 
-    from eaft.objectives import build_objective, causal_lm_objective_loss
-    from eaft.objectives.stats import shift_labels
-    from eaft.ops import fused_linear_objective
+    from eaft.objectives import build_objective, causal_lm_objective_loss, fused_linear_objective
+    from eaft.ops.tokens import shift_labels
 
     gen = torch.Generator().manual_seed(seed)
     hidden = torch.randn(1, tokens, HIDDEN, generator=gen).requires_grad_(True)

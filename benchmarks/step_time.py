@@ -17,10 +17,10 @@ import time
 import torch
 
 from eaft.data import CausalLMCollator, encode_dataset
+from eaft.data.sources import load_dataset_conversations
+from eaft.loss import ObjectiveLoss
+from eaft.models import load_model_and_tokenizer
 from eaft.objectives import build_objective
-from eaft.train.loss_paths import FusedLossPath, LossPath
-from eaft.train.models import load_model_and_tokenizer
-from eaft.train.sources import load_dataset_conversations
 
 
 def hf_ce_step(model, inputs, labels):
@@ -46,9 +46,9 @@ def main() -> None:
     examples = encode_dataset(tokenizer, load_dataset_conversations("house_calc"), cutoff_len=128)
     collator = CausalLMCollator(tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    variants = {name: LossPath(build_objective(name)) for name in ("sft", "eaft")}
+    variants = {name: ObjectiveLoss(build_objective(name)) for name in ("sft", "eaft")}
     if not args.no_fused:
-        variants |= {f"{name}_fused": FusedLossPath(build_objective(name)) for name in ("sft", "eaft")}
+        variants |= {f"{name}_fused": ObjectiveLoss(build_objective(name), fused=True) for name in ("sft", "eaft")}
     times: dict[str, list[float]] = {name: [] for name in (*variants, "hf_ce")}
     for step in range(args.warmup + args.steps):
         start = (step * args.batch) % (len(examples) - args.batch)
@@ -59,7 +59,7 @@ def main() -> None:
             if name == "hf_ce":
                 loss = hf_ce_step(model, batch, labels)
             else:
-                loss = variants[name](model, batch, labels, None, None)[0]
+                loss = variants[name](model, batch, labels)[0]
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

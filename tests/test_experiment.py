@@ -139,7 +139,7 @@ def test_paper_recipes_follow_table_4(monkeypatch):
 
 
 def test_cpu_experiment_reads_gsm8k_train(monkeypatch, real_data_root):
-    from eaft.train.sources import load_dataset_conversations
+    from eaft.data.sources import load_dataset_conversations
 
     monkeypatch.chdir(REPO)
     config = exp.load_experiment(Path("configs/experiments/smollm2_gsm8k_cpu.yaml")).runs[0].config

@@ -21,7 +21,7 @@ from eaft.analysis.landscape import (
 from eaft.analysis.tokens import FULL_SPEC, TOPK_SPEC, entropy_column, token_statistics_table
 from eaft.objectives import build_objective
 from eaft.objectives.flow import flow_weights
-from eaft.objectives.stats import EntropySpec
+from eaft.ops.stats import EntropySpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

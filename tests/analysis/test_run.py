@@ -116,7 +116,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_bad_data_is_named_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    import eaft.train.models as models
+    import eaft.models as models
 
     tokenizer = build_tokenizer()
     model_dir = tmp_path / "model"

@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parents[2] / "src" / "eaft" / "resources" / "hou
 
 @pytest.mark.slow
 def test_smollm2_end_to_end_on_domain_rows(tmp_path):
-    from eaft.train.models import load_model_and_tokenizer
+    from eaft.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(None)  # what `eaft analyze` loads without --model
     config = AnalyzeConfig(

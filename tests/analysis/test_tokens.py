@@ -17,7 +17,7 @@ from eaft.analysis.tokens import (
     length_batches,
     token_statistics_table,
 )
-from eaft.objectives.stats import EntropySpec, normalized_entropy
+from eaft.ops.stats import EntropySpec, normalized_entropy
 from tests.reference.naive_objectives import full_entropy, topk_entropy
 
 TOL = dict(rtol=1e-5, atol=2e-6)  # fp32; batched vs one-by-one forwards differ in summation order only
@@ -48,9 +48,12 @@ def naive_statistics(model, samples) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
-@pytest.mark.parametrize("batch_tokens", [64, 4096])
-def test_statistics_equal_a_naive_computation(model, samples, batch_tokens):
-    ours = token_statistics_table(model, samples, batch_tokens=batch_tokens, chunk_size=7, progress=False)
+@pytest.mark.parametrize(("batch_tokens", "fused_loss"), [(64, "false"), (4096, "false"), (64, "true"), (4096, "true")])
+def test_statistics_equal_a_naive_computation(model, samples, batch_tokens, fused_loss):
+    """On both paths of the loss module: the model's logits at the label positions, or hidden states x lm_head."""
+    ours = token_statistics_table(
+        model, samples, batch_tokens=batch_tokens, chunk_size=7, fused_loss=fused_loss, progress=False
+    )
     ref = naive_statistics(model, samples)
     assert len(ref["prob"]) > 100
     for key in ("sample", "position", "token_id"):

@@ -57,8 +57,8 @@ def train_variant(name: str, world_size: int) -> dict:
     from transformers import TrainingArguments
 
     from eaft.data import CausalLMCollator
+    from eaft.loss import ObjectiveLoss
     from eaft.objectives import build_objective
-    from eaft.train.loss_paths import FusedLossPath, LossPath
     from eaft.train.trainer import ObjectiveTrainer
     from tests.train.tiny import build_model, build_tokenizer
 
@@ -87,13 +87,12 @@ def train_variant(name: str, world_size: int) -> dict:
             use_cpu=True,
             ddp_backend="gloo" if world_size > 1 else None,
         )
-        path_cls = FusedLossPath if fused else LossPath
         trainer = ObjectiveTrainer(
             model=model,
             args=args,
             train_dataset=rows(tokenizer),
             data_collator=CausalLMCollator(tokenizer.pad_token_id),
-            loss_path=path_cls(build_objective(objective_name, params)),
+            loss_module=ObjectiveLoss(build_objective(objective_name, params), fused=fused),
         )
         trainer.train()
     logs = [{k: float(row[k]) for k in LOGGED} for row in trainer.state.log_history if "ce" in row]

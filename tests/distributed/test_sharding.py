@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from eaft.loss import ObjectiveLoss, sharded_head_reason
 from eaft.objectives import build_objective
-from eaft.train.loss_paths import FusedLossPath, LossPath, choose_loss_path, sharded_head_reason
 from tests.train.tiny import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
@@ -26,16 +26,16 @@ def test_sharded_launch_refuses_fused_true_and_auto_uses_logits(monkeypatch, env
         monkeypatch.setenv(key, value)
     model, objective = build_model(vocab_size=64), build_objective("eaft")
     with pytest.raises(ValueError, match=f"fused_loss=true is not possible: .*{reason}"):
-        choose_loss_path(model, objective, "true", reference=None, chunk_size=64)
-    path = choose_loss_path(model, objective, "auto", reference=None, chunk_size=64)
-    assert type(path) is LossPath
+        ObjectiveLoss.for_model(model, objective, fused_loss="true", chunk_size=64)
+    path = ObjectiveLoss.for_model(model, objective, fused_loss="auto", chunk_size=64)
+    assert not path.fused
 
 
 def test_zero2_and_plain_ddp_keep_the_fused_path(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
-    path = choose_loss_path(build_model(vocab_size=64), build_objective("eaft"), "auto", reference=None, chunk_size=64)
-    assert isinstance(path, FusedLossPath)
+    path = ObjectiveLoss.for_model(build_model(vocab_size=64), build_objective("eaft"), fused_loss="auto")
+    assert path.fused
 
 
 def test_a_partitioned_head_weight_is_refused_at_the_step():
@@ -44,7 +44,7 @@ def test_a_partitioned_head_weight_is_refused_at_the_step():
     assert "ZeRO-3" in sharded_head_reason(model.lm_head)
     inputs = {"input_ids": torch.randint(0, 64, (1, 5))}
     with pytest.raises(RuntimeError, match="fused_loss cannot run: .*ZeRO-3"):
-        FusedLossPath(build_objective("sft"))(model, inputs, inputs["input_ids"], None, None)
+        ObjectiveLoss(build_objective("sft"), fused=True)(model, inputs, inputs["input_ids"])
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "cpu_ddp"])

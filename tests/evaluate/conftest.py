@@ -76,7 +76,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny(tiny_model_dir):
     """(model, tokenizer) loaded the way `eaft eval` loads them."""
-    from eaft.train.models import load_model_and_tokenizer
+    from eaft.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(str(tiny_model_dir))
 

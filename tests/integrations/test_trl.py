@@ -15,9 +15,9 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from eaft.data import CausalLMCollator, encode_conversation  # noqa: E402
 from eaft.integrations.trl import EaftSFTTrainer  # noqa: E402
+from eaft.loss import ObjectiveLoss, Reference  # noqa: E402
 from eaft.objectives import build_objective  # noqa: E402
 from eaft.train.cli import parse_args  # noqa: E402
-from eaft.train.loss_paths import Reference, choose_loss_path  # noqa: E402
 from eaft.train.outputs import read_metrics  # noqa: E402
 from eaft.train.run import run_training  # noqa: E402
 from eaft.train.trainer import ObjectiveTrainer  # noqa: E402
@@ -142,7 +142,7 @@ def eaft_trainer_on_rows(tmp_path, model_dir, rows, objective, fused_loss) -> Ob
         args=args,
         train_dataset=rows,
         data_collator=CausalLMCollator(AutoTokenizer.from_pretrained(model_dir).pad_token_id),
-        loss_path=choose_loss_path(model, objective, fused_loss, reference=reference, chunk_size=1024),
+        loss_module=ObjectiveLoss.for_model(model, objective, fused_loss=fused_loss, reference=reference),
     )
 
 
@@ -170,7 +170,7 @@ def test_prompt_completion_with_completion_only_loss_trains_as_objective_trainer
     trainer.train()
     reference = eaft_trainer_on_rows(tmp_path, model_dir, prepared, objective, fused_loss)
     reference.train()
-    assert trainer.loss_path.fused == reference.loss_path.fused == (fused_loss == "true")
+    assert trainer.loss_module.fused == reference.loss_module.fused == (fused_loss == "true")
     trl_losses, eaft_losses = losses(trainer.state.log_history), losses(reference.state.log_history)
     assert len(trl_losses) == 3
     assert max(abs(a - b) for a, b in zip(trl_losses, eaft_losses, strict=True)) <= TOL
@@ -217,7 +217,7 @@ def test_lora_through_peft_config_trains_the_adapters_with_asft(tmp_path, model_
         objective="asft",
         objective_args={"alpha": 0.5},
     )
-    assert trainer.loss_path.reference.lora  # the reference is the model with its adapters disabled
+    assert trainer.loss_module.reference.lora  # the reference is the model with its adapters disabled
     trainer.train()
     lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # LoRA B starts at zero: the adapters trained

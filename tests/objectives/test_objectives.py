@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eaft.objectives import build_objective, causal_lm_objective_loss, compute_loss_func, objective_names
-from eaft.objectives.stats import EntropySpec, token_statistics
+from eaft.loss import compute_loss_func
+from eaft.objectives import build_objective, causal_lm_objective_loss, objective_names
+from eaft.ops import EntropySpec, token_statistics
 from tests.reference import naive_objectives as ref
 
 SHAPES = [(1, 47, 123), (2, 32, 128), (3, 17, 257)]
@@ -202,7 +203,7 @@ def test_dft_on_uniform_logits_equals_ce_over_v():
 
 def test_sigmoid_gate_is_half_at_b():
     objective = build_objective("eaft", {"gate": "sigmoid", "sigmoid_b": 0.17})
-    from eaft.objectives.stats import TokenStats
+    from eaft.ops.stats import TokenStats
 
     h = torch.tensor([0.17, 0.0, 1.0])
     stats = TokenStats(target_logprob=torch.zeros(3), entropy=h, logsumexp=torch.zeros(3))
@@ -212,7 +213,7 @@ def test_sigmoid_gate_is_half_at_b():
 
 
 def test_masked_sft_drops_exactly_the_bottom_quantile():
-    from eaft.objectives.stats import TokenStats
+    from eaft.ops.stats import TokenStats
 
     n = 200
     h = torch.randperm(n).float() / n  # distinct values

@@ -72,7 +72,7 @@ def run_reference(case, inputs, labels, num_items=None, upcast=False):
 
 
 def run_fused(case, inputs, labels, *, backend="torch", chunk_size=None, num_items=None, **kwargs):
-    from eaft.ops import fused_linear_objective
+    from eaft.objectives import fused_linear_objective
 
     h, w, b = leaves(inputs)
     objective = objective_of(case)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from eaft.objectives import build_objective
-from eaft.ops import FusedLinearObjective, fused_linear_objective
-from eaft.ops.api import _resolve_math
+from eaft.loss import ObjectiveLoss
+from eaft.objectives import build_objective, fused_linear_objective
+from eaft.ops import resolve_math
 from tests.ops.cases import assert_matches, make_inputs, run_fused, run_reference
 from tests.reference import naive_objectives as ref
 
@@ -22,11 +24,12 @@ def test_shifted_labels_equal_unshifted():
     torch.testing.assert_close(unshifted, flat, rtol=1e-6, atol=0)
 
 
-def test_module_form_and_grad_scaling():
+def test_loss_module_form_and_grad_scaling():
     inputs, labels = make_inputs(1, 20, 8, 50, seed=4)
     h = inputs["hidden"].clone().requires_grad_(True)
     w = inputs["weight"].clone().requires_grad_(True)
-    loss, _ = FusedLinearObjective("dft", chunk_size=6)(h, w, labels)
+    head = SimpleNamespace(weight=w, bias=None)  # the lm_head the loss module reads
+    loss = ObjectiveLoss("dft", fused=True, chunk_size=6).from_hidden(h, head, labels)
     (3.0 * loss).backward()
     _, grads, _ = run_fused("dft", {**inputs, "bias": None}, labels, chunk_size=6)
     assert_matches(h.grad, 3.0 * grads[0])
@@ -97,11 +100,15 @@ def test_refusals_name_what_is_missing():
 
 def test_backend_auto_is_torch_on_cpu_and_triton_is_refused_with_a_reason(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert _resolve_math("auto", torch.device("cpu")).name == "torch"
+    assert resolve_math("auto", torch.device("cpu")).name == "torch"
     inputs, labels = make_inputs(1, 10, 8, 30)
     with pytest.raises(RuntimeError, match="backend 'triton' cannot run here: .*(not installed|CUDA)"):
         fused_linear_objective(inputs["hidden"], inputs["weight"], labels, "sft", backend="triton")
     # The kernels compute KL(π_θ ‖ π_ref) only: asft (KL(π_ref ‖ π_θ)) takes the torch math, and is refused by name.
-    assert _resolve_math("auto", torch.device("cuda"), build_objective("asft")).name == "torch"
+    assert resolve_math("auto", torch.device("cuda"), reference_kl="ref_model").name == "torch"
+    with pytest.raises(RuntimeError, match="'triton' computes KL.*only"):
+        resolve_math("triton", torch.device("cuda"), reference_kl="ref_model")
+    asft = build_objective("asft")
+    ref = {"ref_hidden": inputs["hidden"], "ref_weight": inputs["weight"]}
     with pytest.raises(RuntimeError, match="cannot run objective 'asft'.*KL"):
-        _resolve_math("triton", torch.device("cuda"), build_objective("asft"))
+        fused_linear_objective(inputs["hidden"], inputs["weight"], labels, asft, backend="triton", **ref)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eaft.objectives.stats import EntropySpec, chunk_logits_grad, chunk_statistics
+from eaft.ops.stats import EntropySpec, chunk_logits_grad, chunk_statistics
 from tests.ops.cases import CASES, assert_matches, make_inputs, run_fused, run_reference
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None

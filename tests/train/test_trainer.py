@@ -7,8 +7,8 @@ import torch
 from transformers import TrainingArguments
 
 from eaft.data import CausalLMCollator, encode_conversation
+from eaft.loss import ObjectiveLoss
 from eaft.objectives import build_objective, causal_lm_objective_loss
-from eaft.train.loss_paths import LossPath
 from eaft.train.trainer import ObjectiveTrainer
 from tests.train.tiny import build_model, build_tokenizer
 
@@ -47,7 +47,7 @@ def one_step(tmp_path, data, vocab, batch, accumulation):
         args=args,
         train_dataset=data,
         data_collator=CausalLMCollator(0),
-        loss_path=LossPath(build_objective("eaft")),
+        loss_module=ObjectiveLoss(build_objective("eaft")),
     )
     trainer.train()
     logged = next(row for row in trainer.state.log_history if "loss" in row)

@@ -19,7 +19,7 @@ import torch
 from eaft.analysis.tokens import entropy_column
 from eaft.objectives.base import Objective, build_objective
 from eaft.objectives.flow import flow_weights
-from eaft.objectives.stats import EntropySpec, TokenStats
+from eaft.ops.stats import EntropySpec, TokenStats
 
 DEFAULT_OBJECTIVES = ("sft", "eaft")
 

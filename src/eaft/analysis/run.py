@@ -50,7 +50,10 @@ class AnalyzeConfig:
     table_format: str = option("parquet", "Per-token table format: parquet or jsonl.")
     batch_tokens: int = option(2048, "Padded tokens per forward batch.")
     max_batch: int = option(32, "Samples per forward batch at most.")
-    chunk_size: int = option(256, "Label tokens per fp32 statistics chunk.")
+    chunk_size: int | None = option(
+        None, "Label tokens per fp32 statistics chunk, as in eaft train (default: the fused op's budget, else 1024)."
+    )
+    fused_loss: str = option("auto", "Label logits from the hidden states chunk by chunk (auto/true) or the model's.")
     generate_batch: int = option(8, "Prompts per generation batch.")
     dtype: str = option("float32", "Model dtype: float32, bfloat16 or float16.")
     progress: bool = option(True, "Show progress bars.")
@@ -61,6 +64,7 @@ class AnalyzeConfig:
             "grad_stat": ("mean", "sum"),
             "table_format": ("parquet", "jsonl"),
             "prob_axis": ("linear", "log"),
+            "fused_loss": ("auto", "true", "false"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -68,6 +72,8 @@ class AnalyzeConfig:
         for name in ("rollouts", "top_n", "html_samples", "html_random"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
+            raise ValueError(f"--chunk-size must be an integer >= 1, got {self.chunk_size!r}")
         self.objectives, self.objective_param = list(self.objectives), list(self.objective_param)
 
     def objective_params(self) -> dict[str, dict]:
@@ -119,6 +125,7 @@ def analyze_tokens(model, tokenizer, samples, config: AnalyzeConfig, objectives,
         batch_tokens=config.batch_tokens,
         max_batch=config.max_batch,
         chunk_size=config.chunk_size,
+        fused_loss=config.fused_loss,
         pad_id=pad_id,
         progress=config.progress,
         desc=desc,
@@ -135,7 +142,7 @@ def default_out() -> Path:
 
 def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
     """Run the whole analysis into `config.out`; returns the summary. `model`/`tokenizer` bypass loading."""
-    from eaft.train.models import DEFAULT_MODEL_NAME, is_default, load_model_and_tokenizer, load_tokenizer
+    from eaft.models import DEFAULT_MODEL_NAME, is_default, load_model_and_tokenizer, load_tokenizer
 
     objectives = build_objectives(config.objectives, config.objective_params())
     if model is None or tokenizer is None:

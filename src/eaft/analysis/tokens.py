@@ -1,8 +1,9 @@
 """Per-token statistics of the label tokens of encoded samples, in one forward pass of the model.
 
-Each batch is right-padded and run once with `logits_to_keep` set to the label positions, so the vocabulary
-projection only runs where a statistic is needed. The logits are then read chunk by chunk in fp32: the target
-log-probability, top-k entropy and logsumexp come from `eaft.objectives.stats.chunk_statistics` (the same math
+Each batch is right-padded and run once; the label tokens' logits come chunk by chunk in fp32 from the loss module
+that training uses (`eaft.loss.ObjectiveLoss.label_logits`: from the hidden states on the fused path, else with
+`logits_to_keep` set to the label positions), so the vocabulary projection only runs where a statistic is needed.
+The target log-probability, top-k entropy and logsumexp come from `eaft.ops.stats.chunk_statistics` (the same math
 the objectives train with), and the exact entropy and Σ_v p_v² come from one more pass over the same chunk.
 """
 
@@ -15,7 +16,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from eaft.objectives.stats import EntropySpec, chunk_statistics, normalized_entropy
+from eaft.loss import ObjectiveLoss
+from eaft.ops import EntropySpec, chunk_statistics, label_rows, normalized_entropy
 
 IGNORE_INDEX = -100
 TOPK_SPEC = EntropySpec(mode="topk", k=20)
@@ -90,47 +92,38 @@ def pad_right(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     return out
 
 
-def _label_positions(labels: Tensor, attention_mask: Tensor) -> Tensor:
-    """Positions whose next token is a label: where the model's logits predict a target. Shape: [B, L] bool."""
-    nxt = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), IGNORE_INDEX)], dim=1)
-    return (nxt != IGNORE_INDEX) & attention_mask.bool()
-
-
-def _batch_statistics(model, samples, index, specs, chunk_size, pad_id) -> dict[str, np.ndarray] | None:
+def _batch_statistics(loss_module: ObjectiveLoss, model, samples, index, specs, pad_id) -> dict[str, np.ndarray] | None:
     """Statistics of one batch's label tokens, on the CPU; None when the batch has none (no forward run)."""
     input_ids = pad_right([samples[i]["input_ids"] for i in index], pad_id)
     labels = pad_right([samples[i]["labels"] for i in index], IGNORE_INDEX)
     attention_mask = pad_right([[1] * len(samples[i]["input_ids"]) for i in index], 0)
-    keep = _label_positions(labels, attention_mask)
-    if not keep.any():
+    rows, targets = label_rows(labels, ignore_index=IGNORE_INDEX)
+    if not rows.numel():
         return None
-    rows, cols = keep.nonzero(as_tuple=True)
+    vocab = _vocab_size(model)
+    bad = (targets < 0) | (targets >= vocab)
+    if bad.any():
+        sample = int(index[int(rows[bad][0]) // labels.shape[1]])
+        raise ValueError(f"sample {sample}: label ids must lie in [0, {vocab}) or equal {IGNORE_INDEX}")
     device = next(model.parameters()).device
-    targets = labels[rows, cols + 1].to(device)
-    logits = model(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), logits_to_keep=keep.to(device)
-    ).logits
-    if logits.dim() != 2 or logits.shape[0] != targets.numel():
-        raise RuntimeError(
-            f"model returned logits of shape {tuple(logits.shape)} for a boolean logits_to_keep of "
-            f"{targets.numel()} positions; eaft analyze needs a transformers model whose forward accepts a "
-            "[B, L] boolean logits_to_keep (transformers >= 5)"
-        )
-    vocab = logits.shape[-1]
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
-        bad = int(index[int(rows[(targets < 0) | (targets >= vocab)][0])])
-        raise ValueError(f"sample {bad}: label ids must lie in [0, {vocab}) or equal {IGNORE_INDEX}")
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     parts: dict[str, list[Tensor]] = {}
-    for start in range(0, targets.numel(), chunk_size):
-        sl = slice(start, start + chunk_size)
-        for name, value in chunk_token_statistics(logits[sl].float(), targets[sl], specs).items():
+    for z, chunk_targets in loss_module.label_logits(model, inputs, labels.to(device)):
+        for name, value in chunk_token_statistics(z, chunk_targets, specs).items():
             parts.setdefault(name, []).append(value)
     out = {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
     out["grad_norm"] = np.sqrt(out.pop("grad_sq"))
-    out["sample"] = torch.as_tensor(index, dtype=torch.long)[rows].numpy()
-    out["position"] = (cols + 1).numpy()
-    out["token_id"] = targets.cpu().numpy()
+    out["sample"] = torch.as_tensor(index, dtype=torch.long)[rows // labels.shape[1]].numpy()
+    out["position"] = (rows % labels.shape[1] + 1).numpy()
+    out["token_id"] = targets.numpy()
     return out
+
+
+def _vocab_size(model: torch.nn.Module) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and isinstance(getattr(head, "weight", None), Tensor):
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
 
 
 @torch.no_grad()
@@ -141,7 +134,8 @@ def token_statistics_table(
     specs: Sequence[EntropySpec] = (TOPK_SPEC, FULL_SPEC),
     batch_tokens: int = 2048,
     max_batch: int = 32,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
+    fused_loss: str = "auto",
     pad_id: int = 0,
     progress: bool = True,
     desc: str = "analyze",
@@ -151,10 +145,13 @@ def token_statistics_table(
     Returns columns sorted by (sample, position): sample (index into `samples`), position (index of the target
     token in input_ids), token_id, prob, logprob, logsumexp, entropy_nats, grad_norm (‖softmax − onehot‖₂ of the
     CE gradient w.r.t. the logits) and one normalized entropy column per spec. Shape: each [N].
+    The logits come from `eaft.loss.ObjectiveLoss.label_logits`: `fused_loss` and `chunk_size` (label tokens per
+    fp32 chunk) mean what they mean in `eaft train`.
     """
     for i, s in enumerate(samples):
         if len(s["input_ids"]) != len(s["labels"]):
             raise ValueError(f"sample {i}: input_ids ({len(s['input_ids'])}) and labels ({len(s['labels'])}) differ")
+    loss_module = ObjectiveLoss.for_model(model, "sft", fused_loss=fused_loss, chunk_size=chunk_size)
     was_training = model.training
     model.eval()
     lengths = [len(s["input_ids"]) for s in samples]
@@ -163,7 +160,7 @@ def token_statistics_table(
     try:
         with tqdm(total=targets, desc=desc, unit="tok", disable=not progress) as bar:
             for index in length_batches(lengths, batch_tokens, max_batch):
-                part = _batch_statistics(model, samples, index, list(specs), chunk_size, pad_id)
+                part = _batch_statistics(loss_module, model, samples, index, list(specs), pad_id)
                 if part is not None:
                     parts.append(part)
                     bar.update(len(part["token_id"]))

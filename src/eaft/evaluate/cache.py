@@ -15,7 +15,7 @@ from typing import Any
 
 from eaft.evaluate.tasks import TaskSpec, resolve_path
 from eaft.io import write_json_atomic
-from eaft.train.models import cache_root, default_model_path, is_default
+from eaft.models import cache_root, default_model_path, is_default
 
 #: Bump when a change to scoring code makes old cached results wrong.
 CACHE_VERSION = 1

@@ -26,7 +26,7 @@ from eaft.errors import EaftError
 from eaft.evaluate.generative import prompt_text
 from eaft.evaluate.lm import ModelHandle, decode, greedy_generate
 from eaft.evaluate.tasks import IFEvalOptions, TaskError, TaskOutcome, TaskSpec, field_value, iter_rows
-from eaft.train.models import cache_root
+from eaft.models import cache_root
 
 PUNKT_RESOURCE = "tokenizers/punkt_tab/english/"
 PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from eaft.train.models import load_model_and_tokenizer
+from eaft.models import load_model_and_tokenizer
 
 
 class ModelHandle:

@@ -27,9 +27,9 @@ from accelerate.utils import is_peft_model
 from torch import Tensor
 from trl import SFTTrainer
 
+from eaft.loss import ObjectiveLoss, Reference, base_causal_lm
 from eaft.objectives import Objective, build_objective
-from eaft.objectives.stats import shift_labels
-from eaft.train.loss_paths import Reference, base_causal_lm, choose_loss_path
+from eaft.ops.tokens import shift_labels
 from eaft.train.trainer import ObjectiveTrainer
 
 IGNORE_INDEX = -100
@@ -104,7 +104,7 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
     """`trl.SFTTrainer` whose loss is a registered objective (`objective="eaft"`, `objective_args={"alpha": 2}`).
 
     `fused_loss`: 'auto' (the fused op where it is exact for the model), 'true' (refused by name when it is not) or
-    'false' (materialized logits); `chunk_size`: label tokens per fp32 chunk of the statistics. Every other argument
+    'false' (materialized logits); `chunk_size`: label tokens per fp32 chunk (`eaft.loss`). Every other argument
     is SFTTrainer's. The reference of `sft_kl` / `asft` is the model with its adapters disabled under PEFT, else a
     frozen copy of the initial model; `flow` computes its weights from the initial model before training.
     """
@@ -117,7 +117,7 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
         objective: str | Objective = "eaft",
         objective_args: dict[str, Any] | None = None,
         fused_loss: str | bool = "auto",
-        chunk_size: int = 1024,
+        chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(objective, str) and objective_args:
@@ -126,15 +126,15 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
         reasons = bypass_reasons(args, kwargs.get("compute_loss_func"), objective)
         if reasons:
             raise ValueError("EaftSFTTrainer cannot honour " + "; ".join(reasons))
-        super().__init__(model, args, loss_path=None, **kwargs)
+        super().__init__(model, args, loss_module=None, **kwargs)
         reasons = setup_reasons(self, objective)
         if reasons:
             raise ValueError("EaftSFTTrainer cannot honour " + "; ".join(reasons))
         if objective.needs_static_weight:
             self._attach_flow_weights(objective)
-        fused = {True: "true", False: "false"}.get(fused_loss, str(fused_loss).lower())
-        reference = self._reference(objective)
-        self.loss_path = choose_loss_path(self.model, objective, fused, reference=reference, chunk_size=chunk_size)
+        self.loss_module = ObjectiveLoss.for_model(
+            self.model, objective, fused_loss=fused_loss, reference=self._reference(objective), chunk_size=chunk_size
+        )
 
     def _reference(self, objective: Objective) -> Reference | None:
         if not objective.needs_reference:
@@ -211,7 +211,7 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
     def _captured_hidden(self, model: torch.nn.Module) -> Iterator[list[Tensor]]:
         """The decoder's last output of the step, for TRL's metrics on the fused path (which returns no logits)."""
         captured: list[Tensor] = []
-        if not self.loss_path.fused:
+        if not self.loss_module.fused:
             yield captured
             return
         hook = (

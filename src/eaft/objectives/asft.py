@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
-from eaft.objectives.stats import TokenStats
+from eaft.ops.stats import TokenStats
 
 
 @register

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from eaft.fields import option as param  # noqa: F401 - objectives declare parameters with it
-from eaft.objectives.stats import EntropySpec, TokenStats
+from eaft.ops.stats import EntropySpec, TokenStats
 
 _REGISTRY: dict[str, type[Objective]] = {}
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
-from eaft.objectives.stats import EntropySpec, TokenStats
+from eaft.ops.stats import EntropySpec, TokenStats
 
 GATES = ("power", "sigmoid")
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
-from eaft.objectives.stats import TokenStats
+from eaft.ops.stats import TokenStats
 
 GRANULARITIES = ("sample", "token")
 

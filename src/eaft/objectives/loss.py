@@ -1,7 +1,8 @@
-"""The shared loss path: statistics -> objective weights -> reduction, plus the Trainer adapter.
+"""An objective's loss: its weights over the label tokens' statistics, through the one token-loss formula in ops.
 
-Reduction follows Hugging Face's contract: the sum of per-token losses divided by `num_items_in_batch`
-(label tokens of the whole accumulation window, all ranks) when given, else by the local label-token count.
+- `objective_loss`: from statistics already computed (materialized logits, `eaft.ops.token_statistics`).
+- `fused_linear_objective`: from hidden states, through the fused op (`eaft.ops.fused_linear_loss`).
+Both return (loss, StepStats). Reduction follows Hugging Face's contract (`eaft.ops.stats.loss_denominator`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 from torch import Tensor
 
 from eaft.objectives.base import Objective, build_objective
-from eaft.objectives.stats import EntropySpec, TokenStats, check_reference_kl, token_statistics
+from eaft.ops import TokenStats, fused_linear_loss, reduce_token_loss, token_loss, token_statistics
+from eaft.ops.stats import check_reference_kl
 
 #: A token is a confident conflict in the training logs when H̃ < CONFLICT_ENTROPY and p(y) < CONFLICT_PROB.
 #: Fixed values (not batch quantiles) so that the share is comparable across steps, objectives and runs.
@@ -70,30 +72,28 @@ def step_stats(stats: TokenStats, weights: Tensor) -> StepStats:
     )
 
 
-def reduce_token_loss(token_loss: Tensor, num_items_in_batch: int | Tensor | None = None) -> Tensor:
-    """Σ token_loss / num_items_in_batch (or / local count). An empty input gives a zero that back-propagates."""
-    if num_items_in_batch is None:
-        denom = max(token_loss.shape[0], 1)
-    elif isinstance(num_items_in_batch, Tensor):
-        denom = num_items_in_batch.to(token_loss.device, torch.float32).clamp_min(1)
-    else:
-        denom = max(float(num_items_in_batch), 1.0)
-    return token_loss.sum() / denom
+def _check_needs(objective: Objective, *, reference: bool, static_weights: bool, fused: bool = False) -> None:
+    if objective.needs_static_weight and not static_weights:
+        where = "(static_weights=)" if fused else "in the batch"
+        raise ValueError(f"objective {objective.name!r} needs precomputed per-token weights {where}")
+    if objective.needs_reference and not reference:
+        detail = (
+            "the reference model's last hidden states and output weight (ref_hidden=, ref_weight=) to run fused; "
+            "without them use the materialized loss"
+            if fused
+            else "reference logits (a frozen reference model)"
+        )
+        raise ValueError(f"objective {objective.name!r} needs {detail}")
 
 
 def objective_loss(
     objective: Objective, stats: TokenStats, num_items_in_batch: int | Tensor | None = None
 ) -> tuple[Tensor, StepStats]:
     """Loss and step statistics of an objective over precomputed token statistics."""
-    if objective.needs_static_weight and stats.static_weight is None:
-        raise ValueError(f"objective {objective.name!r} needs precomputed per-token weights in the batch")
-    if objective.needs_reference and stats.kl is None:
-        raise ValueError(f"objective {objective.name!r} needs reference logits (a frozen reference model)")
+    _check_needs(objective, reference=stats.kl is not None, static_weights=stats.static_weight is not None)
     weights = objective.token_weights(stats).detach()
-    token_loss = -weights * stats.target_logprob
-    if objective.kl_coef:
-        token_loss = token_loss + objective.kl_coef * stats.kl
-    return reduce_token_loss(token_loss, num_items_in_batch), step_stats(stats, weights)
+    losses = token_loss(weights, stats.target_logprob, stats.kl, objective.kl_coef)
+    return reduce_token_loss(losses, num_items_in_batch), step_stats(stats, weights)
 
 
 def causal_lm_objective_loss(
@@ -105,9 +105,9 @@ def causal_lm_objective_loss(
     static_weights: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
     ignore_index: int = -100,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, StepStats]:
-    """Objective loss from materialized logits, labels not yet shifted.
+    """Objective loss from materialized logits, labels not yet shifted; `chunk_size`: label tokens per fp32 chunk.
 
     Shape: logits [B, S, V] (any float dtype; upcast per chunk), labels [B, S] -> scalar loss.
     """
@@ -124,68 +124,52 @@ def causal_lm_objective_loss(
     return objective_loss(objective, stats, num_items_in_batch)
 
 
-class ObjectiveLossFunc:
-    """`transformers.Trainer(compute_loss_func=...)` adapter for any registered objective.
+def fused_linear_objective(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    objective: Objective | str,
+    *,
+    ref_hidden: Tensor | None = None,
+    ref_weight: Tensor | None = None,
+    ref_bias: Tensor | None = None,
+    static_weights: Tensor | None = None,
+    **options: Any,
+) -> tuple[Tensor, StepStats]:
+    """Objective loss of `hidden @ weight.T + bias` against `labels`, chunk by chunk, never materializing the logits.
 
-    The statistics of the last call are kept in `last_stats` (and summed in `window_stats` until
-    `pop_window_stats()`), so a trainer callback can log them.
+    `options` are `eaft.ops.fused_linear_loss`'s (bias, ignore_index, num_items_in_batch, chunk_size, backend,
+    shifted); the objective supplies the weights, their batch scope, the entropy, the KL coefficient and direction.
+    The loss equals `causal_lm_objective_loss` on the materialized logits.
+    Shape: hidden [B, S, H] or [T, H], weight [V, H], labels [B, S] or [T] -> scalar fp32 loss, StepStats.
     """
-
-    def __init__(
-        self, objective: Objective | str, *, ignore_index: int = -100, chunk_size: int = 1024, **params: Any
-    ) -> None:
-        self.objective = build_objective(objective, params) if isinstance(objective, str) else objective
-        self.ignore_index = ignore_index
-        self.chunk_size = chunk_size
-        self.last_stats = StepStats()
-        self.window_stats = StepStats()
-
-    def __call__(
-        self,
-        outputs: Any,
-        labels: Tensor,
-        num_items_in_batch: int | Tensor | None = None,
-        *,
-        ref_logits: Tensor | None = None,
-        static_weights: Tensor | None = None,
-    ) -> Tensor:
-        logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
-        if logits is None:
-            raise ValueError(f"objective {self.objective.name!r} needs the model's logits, but outputs carry none")
-        loss, stats = causal_lm_objective_loss(
-            logits,
-            labels,
-            self.objective,
-            ref_logits=ref_logits,
-            static_weights=static_weights,
-            num_items_in_batch=num_items_in_batch,
-            ignore_index=self.ignore_index,
-            chunk_size=self.chunk_size,
+    if isinstance(objective, str):
+        objective = build_objective(objective)
+    _check_needs(
+        objective,
+        reference=ref_hidden is not None and ref_weight is not None,
+        static_weights=static_weights is not None,
+        fused=True,
+    )
+    reference = {}
+    if objective.needs_reference:
+        reference = {"ref_hidden": ref_hidden, "ref_weight": ref_weight, "ref_bias": ref_bias}
+    if options.get("backend") == "triton" and objective.needs_reference and reference_kl_of(objective) == "ref_model":
+        raise RuntimeError(
+            f"fused loss backend 'triton' cannot run objective {objective.name!r}: its kernels compute "
+            "KL(π_θ ‖ π_ref), the objective needs KL(π_ref ‖ π_θ); use backend='torch' or 'auto'"
         )
-        self.last_stats = stats
-        self.window_stats = self.window_stats + stats
-        return loss
-
-    def pop_window_stats(self) -> StepStats:
-        stats, self.window_stats = self.window_stats, StepStats()
-        return stats
-
-
-def compute_loss_func(objective: Objective | str, **kwargs: Any) -> ObjectiveLossFunc:
-    """`compute_loss_func(outputs, labels, num_items_in_batch=None)` for `transformers.Trainer`."""
-    return ObjectiveLossFunc(objective, **kwargs)
-
-
-__all__ = [
-    "CONFLICT_ENTROPY",
-    "CONFLICT_PROB",
-    "EntropySpec",
-    "ObjectiveLossFunc",
-    "StepStats",
-    "causal_lm_objective_loss",
-    "compute_loss_func",
-    "objective_loss",
-    "reduce_token_loss",
-    "reference_kl_of",
-    "step_stats",
-]
+    result = fused_linear_loss(
+        hidden,
+        weight,
+        labels,
+        token_weights=objective.token_weights,
+        batch_global=objective.batch_global,
+        entropy=objective.entropy_spec(),
+        kl_coef=objective.kl_coef,
+        reference_kl=reference_kl_of(objective),
+        static_weights=static_weights,
+        **reference,
+        **options,
+    )
+    return result.loss, step_stats(result.stats, result.weights)

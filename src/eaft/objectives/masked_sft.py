@@ -16,7 +16,7 @@ from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
 from eaft.objectives.collective import gather_across_ranks
-from eaft.objectives.stats import EntropySpec, TokenStats
+from eaft.ops.stats import EntropySpec, TokenStats
 
 
 @register

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from eaft.objectives.base import Objective, param, register
 from eaft.objectives.collective import gather_across_ranks
-from eaft.objectives.stats import TokenStats
+from eaft.ops.stats import TokenStats
 
 
 @register

@@ -1,33 +1,50 @@
-"""The public entry points of the fused op: argument checks, label alignment, backend choice, then the Function."""
+"""The public entry point of the fused op: argument checks, label alignment, backend choice, then the Function."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from eaft.objectives.base import Objective, build_objective
-from eaft.objectives.loss import StepStats, reference_kl_of, step_stats
-from eaft.objectives.stats import TokenStats, shift_labels
 from eaft.ops.fused import (
     BACKENDS,
     TORCH_MATH,
     TORCH_MATH_REF_MODEL,
     ChunkMath,
-    FusedLinearObjectiveFunction,
+    FusedLinearLossFunction,
+    TokenWeights,
     _Options,
     default_chunk_size,
 )
+from eaft.ops.stats import EntropySpec, TokenStats, check_reference_kl
+from eaft.ops.tokens import check_targets, label_rows, static_weight_rows
 
 
-def _resolve_math(backend: str, device: torch.device, objective: Objective | None = None) -> ChunkMath:
+@dataclass(frozen=True)
+class FusedLoss:
+    """What the fused op returns: the scalar loss, the label tokens' statistics (detached) and the weights it used.
+    Shape: loss [], stats of [N], weights [N] fp32."""
+
+    loss: Tensor
+    stats: TokenStats
+    weights: Tensor
+
+
+def _unit_weights(stats: TokenStats) -> Tensor:
+    return torch.ones_like(stats.target_logprob)
+
+
+def resolve_math(backend: str, device: torch.device, *, reference_kl: str | None = None) -> ChunkMath:
+    """The per-chunk math of `backend` on `device`; `reference_kl` is the direction of a reference KL, if any."""
     if backend not in BACKENDS:
         raise ValueError(f"fused loss backend must be one of {BACKENDS}, got {backend!r}")
-    if objective is not None and objective.needs_reference and reference_kl_of(objective) == "ref_model":
+    if reference_kl == "ref_model":
         # The Triton kernels compute KL(π_θ ‖ π_ref) only; "auto" takes the torch math for the other direction.
         if backend == "triton":
             raise RuntimeError(
-                f"fused loss backend 'triton' cannot run objective {objective.name!r}: its kernels compute "
-                "KL(π_θ ‖ π_ref), the objective needs KL(π_ref ‖ π_θ); use backend='torch' or 'auto'"
+                "fused loss backend 'triton' computes KL(π_θ ‖ π_ref) only, and this loss needs KL(π_ref ‖ π_θ); "
+                "use backend='torch' or 'auto'"
             )
         return TORCH_MATH_REF_MODEL
     if backend == "torch":
@@ -42,18 +59,6 @@ def _resolve_math(backend: str, device: torch.device, objective: Objective | Non
     return triton_ops.chunk_math()
 
 
-def _label_rows(labels: Tensor, lead_shape: torch.Size, shifted: bool, ignore_index: int) -> tuple[Tensor, Tensor]:
-    """(flat row indices of label tokens, their targets), after the causal shift unless `shifted`."""
-    if labels.shape != lead_shape:
-        raise ValueError(f"labels {tuple(labels.shape)} must match the hidden states' leading dims {tuple(lead_shape)}")
-    if labels.dim() not in (1, 2):
-        raise ValueError(f"labels must be [T] or [B, S], got {tuple(labels.shape)}")
-    targets = labels if shifted else shift_labels(labels.reshape(-1, labels.shape[-1]), ignore_index)
-    flat = targets.reshape(-1)
-    rows = (flat != ignore_index).nonzero().squeeze(1)
-    return rows, flat[rows]
-
-
 def _select_rows(x: Tensor, rows: Tensor) -> Tensor:
     """x[rows]; a view when the rows are one contiguous range (the common case), sparing a copy of the hidden."""
     n = rows.numel()
@@ -62,43 +67,39 @@ def _select_rows(x: Tensor, rows: Tensor) -> Tensor:
     return x[rows]
 
 
-def _static_rows(static_weights: Tensor, labels: Tensor, rows: Tensor, shifted: bool) -> Tensor:
-    """Per-token weights aligned with `labels` (before the shift, as `token_statistics` takes them). -> [N]."""
-    if static_weights.shape != labels.shape:
-        raise ValueError(f"static_weights {tuple(static_weights.shape)} must match labels {tuple(labels.shape)}")
-    w = static_weights.detach().float()
-    if not shifted:
-        w = w.reshape(-1, w.shape[-1])
-        w = torch.cat([w[:, 1:], w.new_zeros(w.shape[0], 1)], dim=1)
-    return w.reshape(-1)[rows]
-
-
-def _check_inputs(hidden: Tensor, weight: Tensor, bias: Tensor | None, objective: Objective, ref: tuple) -> None:
+def _check_inputs(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, ref: tuple) -> None:
     if hidden.dim() not in (2, 3) or weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"hidden must be [T, H] or [B, S, H] and weight [V, H]; got {tuple(hidden.shape)} and {tuple(weight.shape)}"
         )
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"bias must be [V]={tuple(weight.shape[:1])}, got {tuple(bias.shape)}")
-    ref_hidden, ref_weight = ref
-    if objective.needs_reference and (ref_hidden is None or ref_weight is None):
+    if labels.shape != hidden.shape[:-1]:
         raise ValueError(
-            f"objective {objective.name!r} needs the reference model's last hidden states and output weight "
-            "(ref_hidden=, ref_weight=) to run fused; without them use the materialized loss"
+            f"labels {tuple(labels.shape)} must match the hidden states' leading dims {tuple(hidden.shape[:-1])}"
         )
-    if objective.needs_reference and (ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape):
+    ref_hidden, ref_weight = ref
+    if (ref_hidden is None) != (ref_weight is None):
+        raise ValueError(
+            "the reference needs both its last hidden states and its output weight (ref_hidden=, ref_weight=)"
+        )
+    if ref_hidden is not None and (ref_hidden.shape != hidden.shape or ref_weight.shape != weight.shape):
         raise ValueError(
             f"ref_hidden {tuple(ref_hidden.shape)} / ref_weight {tuple(ref_weight.shape)} must match "
             f"hidden {tuple(hidden.shape)} / weight {tuple(weight.shape)}"
         )
 
 
-def fused_linear_objective(
+def fused_linear_loss(
     hidden: Tensor,
     weight: Tensor,
     labels: Tensor,
-    objective: Objective | str,
     *,
+    token_weights: TokenWeights | None = None,
+    batch_global: bool = False,
+    entropy: EntropySpec | None = None,
+    kl_coef: float = 0.0,
+    reference_kl: str = "model_ref",
     bias: Tensor | None = None,
     ignore_index: int = -100,
     num_items_in_batch: int | Tensor | None = None,
@@ -109,38 +110,42 @@ def fused_linear_objective(
     ref_weight: Tensor | None = None,
     ref_bias: Tensor | None = None,
     static_weights: Tensor | None = None,
-) -> tuple[Tensor, StepStats]:
-    """Objective loss of `hidden @ weight.T + bias` against `labels`, chunk by chunk, never materializing the logits.
+) -> FusedLoss:
+    """Σ_t (−w_t · log p(y_t) + kl_coef · KL_t) / num_items of `hidden @ weight.T + bias`, chunk by chunk, never
+    materializing the logits.
 
-    Labels are unshifted (Hugging Face's convention, as `causal_lm_objective_loss`): position s is scored against
-    labels[s + 1] within its row. Pass `shifted=True` when `labels[i]` is already the target of `hidden[i]`.
-    `static_weights` (flow) are aligned with `labels` as given. `ref_hidden`/`ref_weight`/`ref_bias` are the frozen
-    reference model's (sft_kl, asft). The loss equals `causal_lm_objective_loss` on the materialized logits.
-    Shape: hidden [B, S, H] or [T, H], weight [V, H], bias [V], labels [B, S] or [T] -> scalar fp32 loss, StepStats.
+    - `token_weights(stats) -> [n]`: the detached weights from the label tokens' statistics (`TokenStats`, entropy
+      per `entropy`, default top-k 20); None gives 1 (cross-entropy). With `batch_global` it sees the whole batch
+      at once, else one chunk at a time.
+    - Labels are unshifted (Hugging Face's convention): position s is scored against labels[s + 1] within its row;
+      `shifted=True` when labels[i] is already the target of hidden[i]. `ignore_index` positions are dropped.
+    - `ref_hidden`/`ref_weight`/`ref_bias`: a frozen reference model's, for the KL in direction `reference_kl`.
+    - `static_weights` (FLOW's) are aligned with `labels` as given and reach `token_weights` as `stats.static_weight`.
+    - `chunk_size`: label tokens per chunk (default: `default_chunk_size`, a memory budget per fp32 chunk).
+    Shape: hidden [B, S, H] or [T, H], weight [V, H], bias [V], labels [B, S] or [T] -> FusedLoss.
     """
-    if isinstance(objective, str):
-        objective = build_objective(objective)
-    _check_inputs(hidden, weight, bias, objective, (ref_hidden, ref_weight))
-    if objective.needs_static_weight and static_weights is None:
-        raise ValueError(f"objective {objective.name!r} needs precomputed per-token weights (static_weights=)")
+    _check_inputs(hidden, weight, bias, labels, (ref_hidden, ref_weight))
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    rows, targets = _label_rows(labels, hidden.shape[:-1], shifted, ignore_index)
+    use_ref = ref_hidden is not None
+    direction = check_reference_kl(reference_kl)
+    rows, targets = label_rows(labels, ignore_index=ignore_index, shifted=shifted)
     vocab = weight.shape[0]
-    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
-        raise ValueError(f"label ids must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+    check_targets(targets, vocab, ignore_index)
     hidden_rows = _select_rows(hidden.reshape(-1, hidden.shape[-1]), rows)
-    use_ref = objective.needs_reference
     ref_rows = _select_rows(ref_hidden.reshape(-1, ref_hidden.shape[-1]), rows).detach() if use_ref else None
     grad_on = torch.is_grad_enabled()
     opt = _Options(
-        objective=objective,
-        math=_resolve_math(backend, hidden.device, objective),
+        token_weights=token_weights or _unit_weights,
+        batch_global=batch_global,
+        kl_coef=float(kl_coef) if use_ref else 0.0,
+        entropy=entropy or EntropySpec(),
+        math=resolve_math(backend, hidden.device, reference_kl=direction if use_ref else None),
         chunk_size=chunk_size or default_chunk_size(vocab, hidden.device),
         num_items_in_batch=num_items_in_batch,
         needs_grad=tuple(grad_on and t is not None and t.requires_grad for t in (hidden_rows, weight, bias)),
     )
-    loss, logprob, entropy, lse, weights = FusedLinearObjectiveFunction.apply(
+    loss, logprob, token_entropy, lse, weights = FusedLinearLossFunction.apply(
         hidden_rows,
         weight,
         bias,
@@ -148,23 +153,7 @@ def fused_linear_objective(
         ref_rows,
         ref_weight.detach() if use_ref else None,
         ref_bias.detach() if use_ref and ref_bias is not None else None,
-        _static_rows(static_weights, labels, rows, shifted) if static_weights is not None else None,
+        static_weight_rows(static_weights, labels, rows, shifted=shifted) if static_weights is not None else None,
         opt,
     )
-    stats = TokenStats(target_logprob=logprob, entropy=entropy, logsumexp=lse)
-    return loss, step_stats(stats, weights)
-
-
-class FusedLinearObjective(torch.nn.Module):
-    """Module form of `fused_linear_objective` holding the objective and options. Same argument order."""
-
-    def __init__(
-        self, objective: Objective | str, *, ignore_index: int = -100, chunk_size: int | None = None, backend="auto"
-    ) -> None:
-        super().__init__()
-        self.objective = build_objective(objective) if isinstance(objective, str) else objective
-        self.ignore_index, self.chunk_size, self.backend = ignore_index, chunk_size, backend
-
-    def forward(self, hidden: Tensor, weight: Tensor, labels: Tensor, **kwargs) -> tuple[Tensor, StepStats]:
-        options = dict(ignore_index=self.ignore_index, chunk_size=self.chunk_size, backend=self.backend)
-        return fused_linear_objective(hidden, weight, labels, self.objective, **options, **kwargs)
+    return FusedLoss(loss, TokenStats(target_logprob=logprob, entropy=token_entropy, logsumexp=lse), weights)

@@ -1,4 +1,4 @@
-"""Fused chunked linear + objective: the loss of any objective from hidden states, without [tokens × vocab] logits.
+"""Fused chunked linear + weighted token loss: any objective's loss from hidden states, without [tokens × vocab] logits.
 
 This pure-PyTorch op is the spec and the CPU path; `eaft.ops.triton` swaps in fused kernels for the per-chunk
 softmax math and keeps everything else here.
@@ -6,17 +6,19 @@ softmax math and keeps everything else here.
 Design:
 - Rows whose label equals `ignore_index` are dropped before any matmul; the N label rows are cut into chunks of
   `chunk_size`, and only one chunk's logits ([chunk, V], fp32) exist at a time.
-- Per chunk the shared `eaft.objectives.stats.chunk_statistics` gives log-sum-exp, target log-prob, entropy (the
-  objective's `entropy_spec()`) and the reference KL; `chunk_logits_grad` gives d(loss)/d(logits). Neither is
+- Per chunk the shared `eaft.ops.stats.chunk_statistics` gives log-sum-exp, target log-prob, entropy (the
+  caller's `EntropySpec`) and the reference KL; `chunk_logits_grad` gives d(loss)/d(logits). Neither is
   re-derived here, so the fused and materialized paths agree by construction.
+- The per-token weights come from a callable on those statistics (an objective's `token_weights`): the op knows
+  no objective.
 - Gradients are formed in the forward (as Liger-Kernel's fused linear cross-entropy does): each chunk's logits are
   used once for the statistics and once for d(loss)/d(logits), then dropped. That costs three matmul-equivalents
   (the logits, grad_hidden, grad_weight), the same as a materialized loss; recomputing in the backward would cost a
   fourth. Backward only scales the stored gradients by the upstream gradient.
-- Objectives whose weights are per-token (`batch_global=False`: sft, eaft, dft, sft_kl, flow) get their weights
-  per chunk, in one pass. Batch-global objectives (masked_sft's quantile, talr's softmax over tokens) need every
-  token's statistics first: a statistics pass over all chunks, the weights over the whole batch, then a gradient
-  pass that recomputes each chunk's logits (four matmul-equivalents).
+- Per-token weights (`batch_global=False`: sft, eaft, dft, sft_kl, flow) are formed per chunk, in one pass.
+  Batch-global weights (masked_sft's quantile, talr's softmax over tokens) need every token's statistics first:
+  a statistics pass over all chunks, the weights over the whole batch, then a gradient pass that recomputes each
+  chunk's logits (four matmul-equivalents).
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from eaft.objectives.base import Objective
-from eaft.objectives.loss import reduce_token_loss
-from eaft.objectives.stats import TokenStats, chunk_logits_grad, chunk_statistics
+from eaft.ops.stats import (
+    EntropySpec,
+    TokenStats,
+    chunk_logits_grad,
+    chunk_statistics,
+    loss_denominator,
+    reduce_token_loss,
+    token_loss,
+)
 
 BACKENDS = ("auto", "torch", "triton")
 #: Lower bound on the bytes of one fp32 [chunk, V] logits buffer when `chunk_size` is not given. The torch path
@@ -100,9 +108,16 @@ def default_chunk_size(vocab: int, device: torch.device | str = "cpu") -> int:
     return int(min(max(-(-rows // 8) * 8, 16), 4096))
 
 
+#: Per-token weights from a chunk's (or, batch-global, the whole batch's) statistics. Shape: TokenStats of [n] -> [n].
+TokenWeights = Callable[[TokenStats], Tensor]
+
+
 @dataclass(frozen=True)
 class _Options:
-    objective: Objective
+    token_weights: TokenWeights
+    batch_global: bool
+    kl_coef: float
+    entropy: EntropySpec
     math: ChunkMath
     chunk_size: int
     num_items_in_batch: int | Tensor | None
@@ -175,32 +190,21 @@ class _Grads:
         return self.hidden, weight, bias
 
 
-def _loss_scale(n: int, num_items_in_batch: int | Tensor | None, device: torch.device) -> float | Tensor:
-    """d(loss)/d(token_loss): 1 / the denominator that `reduce_token_loss` divides by."""
-    if num_items_in_batch is None:
-        return 1.0 / max(n, 1)
-    if isinstance(num_items_in_batch, Tensor):
-        return 1.0 / num_items_in_batch.to(device, torch.float32).clamp_min(1)
-    return 1.0 / max(float(num_items_in_batch), 1.0)
-
-
 def _chunk_grad(opt: _Options, z, ref_z, targets, lse, kl, weights, scale) -> Tensor:
-    kl_coef = opt.objective.kl_coef
     grad_kl = None
-    if kl is not None and kl_coef:
-        grad_kl = torch.full_like(kl, kl_coef) * scale
+    if kl is not None and opt.kl_coef:
+        grad_kl = torch.full_like(kl, opt.kl_coef) * scale
     return opt.math.logits_grad(z, targets, lse, -weights * scale, ref_z, kl, grad_kl)
 
 
 def _local_pass(rows: _Rows, opt: _Options, grads: _Grads, scale) -> list[tuple[Tensor, ...]]:
     """One pass: statistics, per-chunk weights and gradients. Returns per chunk (lse, logprob, entropy, kl, w)."""
-    spec = opt.objective.entropy_spec()
     records = []
     for sl in rows.chunks(opt.chunk_size):
         z, ref_z = rows.logits(sl, opt.math)
         targets = rows.targets[sl]
-        lse, logprob, entropy, kl = opt.math.statistics(z, targets, spec, ref_z)
-        weights = opt.objective.token_weights(rows.stats(sl, lse, logprob, entropy, kl)).detach().float()
+        lse, logprob, entropy, kl = opt.math.statistics(z, targets, opt.entropy, ref_z)
+        weights = opt.token_weights(rows.stats(sl, lse, logprob, entropy, kl)).detach().float()
         records.append((lse, logprob, entropy, kl, weights))
         if grads.any:
             grads.add_chunk(_chunk_grad(opt, z, ref_z, targets, lse, kl, weights, scale), sl, rows)
@@ -210,16 +214,15 @@ def _local_pass(rows: _Rows, opt: _Options, grads: _Grads, scale) -> list[tuple[
 
 def _global_pass(rows: _Rows, opt: _Options, grads: _Grads, scale) -> list[tuple[Tensor, ...]]:
     """Two passes: statistics of every chunk, weights over the whole batch, then gradients from recomputed logits."""
-    spec = opt.objective.entropy_spec()
     chunks = rows.chunks(opt.chunk_size)
     parts = []
     for sl in chunks:
         z, ref_z = rows.logits(sl, opt.math)
-        parts.append(opt.math.statistics(z, rows.targets[sl], spec, ref_z))
+        parts.append(opt.math.statistics(z, rows.targets[sl], opt.entropy, ref_z))
         del z, ref_z
     lse, logprob, entropy = (torch.cat([p[i] for p in parts]) for i in range(3))
     kl = torch.cat([p[3] for p in parts]) if rows.ref_hidden is not None else None
-    weights = opt.objective.token_weights(rows.stats(slice(None), lse, logprob, entropy, kl)).detach().float()
+    weights = opt.token_weights(rows.stats(slice(None), lse, logprob, entropy, kl)).detach().float()
     if grads.any:
         for sl in chunks:
             z, ref_z = rows.logits(sl, opt.math)
@@ -231,8 +234,8 @@ def _global_pass(rows: _Rows, opt: _Options, grads: _Grads, scale) -> list[tuple
     return [(lse, logprob, entropy, kl, weights)]
 
 
-class FusedLinearObjectiveFunction(torch.autograd.Function):
-    """Loss of an objective over the label rows; gradients formed in the forward, scaled in the backward.
+class FusedLinearLossFunction(torch.autograd.Function):
+    """Weighted token loss over the label rows; gradients formed in the forward, scaled in the backward.
 
     Tensors first (None where absent), then one options record. Outputs: loss (scalar) and, not differentiable,
     logprob, entropy, logsumexp, weights ([N] fp32) for the step statistics.
@@ -242,22 +245,20 @@ class FusedLinearObjectiveFunction(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, static_weights, opt: _Options):
         rows = _Rows(hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, static_weights)
         grads = _Grads(rows, opt.needs_grad)
-        scale = _loss_scale(targets.numel(), opt.num_items_in_batch, hidden.device)
-        run = _global_pass if opt.objective.batch_global else _local_pass
+        scale = 1.0 / loss_denominator(targets.numel(), opt.num_items_in_batch, hidden.device)
+        run = _global_pass if opt.batch_global else _local_pass
         records = run(rows, opt, grads, scale) if targets.numel() else []
-        if not targets.numel() and opt.objective.batch_global:
+        if not targets.numel() and opt.batch_global:
             # Batch-global weights gather statistics over ranks: a rank without label tokens still takes part.
             empty = hidden.new_zeros(0, dtype=torch.float32)
-            opt.objective.token_weights(TokenStats(empty, empty, empty))
+            opt.token_weights(TokenStats(empty, empty, empty))
         rows.buffers.clear()
         lse, logprob, entropy, weights = (
             torch.cat([r[i] for r in records]) if records else hidden.new_zeros(0, dtype=torch.float32)
             for i in (0, 1, 2, 4)
         )
-        token_loss = -weights * logprob
-        if opt.objective.kl_coef and rows.ref_hidden is not None and records:
-            token_loss = token_loss + opt.objective.kl_coef * torch.cat([r[3] for r in records])
-        loss = reduce_token_loss(token_loss, opt.num_items_in_batch)
+        kl = torch.cat([r[3] for r in records]) if rows.ref_hidden is not None and records else None
+        loss = reduce_token_loss(token_loss(weights, logprob, kl, opt.kl_coef), opt.num_items_in_batch)
         ctx.save_for_backward(*grads.finish(rows))
         ctx.consumed = False
         ctx.mark_non_differentiable(logprob, entropy, lse, weights)
@@ -266,7 +267,7 @@ class FusedLinearObjectiveFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, *_unused):
         if ctx.consumed:
-            raise RuntimeError("fused_linear_objective forms its gradients in the forward; back-propagate it once")
+            raise RuntimeError("the fused linear loss forms its gradients in the forward; back-propagate it once")
         ctx.consumed = True
         grads = []
         for g in ctx.saved_tensors:

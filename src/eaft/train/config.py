@@ -259,7 +259,7 @@ def check_ranges(values: dict[str, Any], where: str) -> None:
     """Numbers in range and the dtype known, before the model loads."""
     import math
 
-    from eaft.train.models import DTYPES
+    from eaft.models import DTYPES
 
     for key, low in MINIMUMS.items():
         value = values.get(key)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from eaft.train.models import is_default
+from eaft.models import is_default
 from eaft.train.run_dir import RunError
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from eaft.data import CausalLMCollator, encode_dataset, pack_examples
+from eaft.data.sources import load_dataset_conversations, split_heldout
 from eaft.io import atomic_dir
+from eaft.loss import ObjectiveLoss, Reference
+from eaft.models import load_model, load_tokenizer
 from eaft.objectives import build_objective
 from eaft.train.config import TrainConfig
 from eaft.train.guard import RunGuard, Totals
-from eaft.train.loss_paths import Reference, choose_loss_path
-from eaft.train.models import load_model, load_tokenizer
 from eaft.train.outputs import (
     REPORT,
     CheckpointAtSteps,
@@ -34,7 +35,6 @@ from eaft.train.run_dir import (  # noqa: F401 - CHECKPOINT, RunError and comple
     complete_checkpoints,
     prepare_run_dir_on_ranks,
 )
-from eaft.train.sources import load_dataset_conversations, split_heldout
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ def build_trainer(
     reference = Reference(model, lora=args.finetuning == "lora") if objective.needs_reference else None
     if reference is not None and reference.model is not model:
         reference.model.to(training.device)
-    loss_path = choose_loss_path(model, objective, args.fused_loss, reference=reference, chunk_size=args.chunk_size)
+    loss_module = ObjectiveLoss.for_model(
+        model, objective, fused_loss=args.fused_loss, reference=reference, chunk_size=args.chunk_size
+    )
     callbacks = [MetricsCallback(run_dir)]
     if args.checkpoint_steps:
         callbacks.append(CheckpointAtSteps(args.checkpoint_steps))
@@ -116,7 +118,7 @@ def build_trainer(
         eval_dataset=heldout or None,
         data_collator=collator,
         processing_class=tokenizer,  # checkpoints then hold the tokenizer, so each one can be evaluated alone
-        loss_path=loss_path,
+        loss_module=loss_module,
         guard=guard,
         callbacks=callbacks,
     )
@@ -204,11 +206,11 @@ def run_training(config: TrainConfig) -> Path:
         "objective": args.objective,
         "objective_args": dict(args.objective_args),
         "finetuning": args.finetuning,
-        "loss_path": "fused" if trainer.loss_path.fused else "materialized logits",
+        "loss_path": trainer.loss_module.path_name,
         "training_rows": len(train_examples),
         "steps": trainer.state.global_step,
         "train_loss": totals.loss_sum / max(totals.steps, 1),
-        "wall_seconds": round(totals.wall_seconds, 1),
+        "wall_seconds": round(totals.wall_seconds, 3),
         "saved": str(final.relative_to(run_dir)),
     }
     if checkpoint is not None:

@@ -1,4 +1,5 @@
-"""The thin Trainer subclass: the objective's loss (shared path) in compute_loss, its statistics in the logs.
+"""The thin Trainer subclass: the objective's loss (`eaft.loss.ObjectiveLoss`) in compute_loss, its statistics in
+the logs.
 
 Normalization: Trainer counts the label tokens of the whole gradient-accumulation window (all ranks when
 `average_tokens_across_devices`) into `num_items_in_batch`; each micro-batch returns Σ its token losses /
@@ -17,9 +18,9 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from eaft.loss import ObjectiveLoss
 from eaft.objectives import StepStats
 from eaft.train.guard import RunGuard, Totals
-from eaft.train.loss_paths import LossPath
 
 
 def reduce_step_stats(stats: StepStats, accelerator: Any = None) -> StepStats:
@@ -36,7 +37,12 @@ class ObjectiveTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(
-        self, *args: Any, loss_path: LossPath, guard: RunGuard | None = None, prior: Totals | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        loss_module: ObjectiveLoss,
+        guard: RunGuard | None = None,
+        prior: Totals | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
@@ -48,10 +54,9 @@ class ObjectiveTrainer(Trainer):
                 "average_tokens_across_devices=false with several processes would weight ranks unequally; "
                 "set average_tokens_across_devices=true (the loss is normalized by the label tokens of all ranks)"
             )
-        self.loss_path = loss_path
+        self.loss_module = loss_module
         # Makes Trainer count the window's label tokens into num_items_in_batch (our loss divides by it).
         self.model_accepts_loss_kwargs = True
-        self.window_stats = StepStats()
 
     def compute_loss(
         self,
@@ -63,17 +68,21 @@ class ObjectiveTrainer(Trainer):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         static_weights = inputs.pop("static_weights", None)
-        loss, stats, outputs = self.loss_path(model, inputs, labels, static_weights, num_items_in_batch)
-        if model.training:
-            self.window_stats = self.window_stats + stats
+        loss, outputs = self.loss_module(
+            model,
+            inputs,
+            labels,
+            static_weights=static_weights,
+            num_items_in_batch=num_items_in_batch,
+            record=model.training,  # the logs' token statistics are the training steps'
+        )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the window's token statistics
-            stats = reduce_step_stats(self.window_stats, self.accelerator)
-            self.window_stats = StepStats()
+            stats = reduce_step_stats(self.loss_module.pop_window_stats(), self.accelerator)
             logs.update(stats.means())
         super().log(logs, start_time)
         if self.guard is not None and "loss" in logs:

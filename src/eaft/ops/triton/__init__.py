@@ -4,7 +4,7 @@ What the kernels cover: per row of a chunk's logits, in one streaming pass over 
 log-sum-exp, the target log-prob, the exact entropy and the KL to the reference logits; and d(loss)/d(logits),
 written in place over the logits. The matmuls stay in torch (cuBLAS), and so does the top-k of the top-k entropy
 (`torch.topk`, then the shared `normalized_entropy` on the k values). Every objective is served.
-The chunk loop, objective weights and gradient accumulation are the torch op's (`eaft.ops.fused`).
+The chunk loop, the weights callable and gradient accumulation are the torch op's (`eaft.ops.fused`).
 """
 
 from __future__ import annotations

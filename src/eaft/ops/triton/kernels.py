@@ -1,6 +1,6 @@
 """Triton kernels of the fused op: one program per row of a chunk's logits, streaming over the vocabulary.
 
-The math is that of `eaft.objectives.stats.chunk_statistics` / `chunk_logits_grad`, in one pass and online:
+The math is that of `eaft.ops.stats.chunk_statistics` / `chunk_logits_grad`, in one pass and online:
 with m the running max and s = Σ e^{z−m},
   lse = m + log s,   H = log s − Σ e^{z−m}(z − m) / s,   KL(p‖q) = Σ e^{z−m}(z − z_ref) / s − lse + lse_ref.
 Logits are read in their own dtype and upcast to fp32 in registers.

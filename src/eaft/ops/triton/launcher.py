@@ -6,8 +6,8 @@ import torch
 import triton
 from torch import Tensor
 
-from eaft.objectives.stats import EntropySpec, normalized_entropy
 from eaft.ops.fused import ChunkMath, linear
+from eaft.ops.stats import EntropySpec, normalized_entropy
 from eaft.ops.triton import kernels
 
 #: Columns per block of the streaming loop over the vocabulary (untuned: no GPU has run these kernels yet).
@@ -29,7 +29,7 @@ def _rows(z: Tensor) -> Tensor:
 def chunk_statistics(
     z: Tensor, targets: Tensor, spec: EntropySpec, ref_z: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """As `eaft.objectives.stats.chunk_statistics`, for logits of any float dtype (read as fp32).
+    """As `eaft.ops.stats.chunk_statistics`, for logits of any float dtype (read as fp32).
 
     Shape: z [n, V], targets [n], ref_z [n, V] -> (logsumexp, target_logprob, entropy, kl), each [n] fp32.
     """
@@ -74,7 +74,7 @@ def chunk_logits_grad(
     kl: Tensor | None = None,
     grad_kl: Tensor | None = None,
 ) -> Tensor:
-    """As `eaft.objectives.stats.chunk_logits_grad`, but written over `z` (same dtype) and returned.
+    """As `eaft.ops.stats.chunk_logits_grad`, but written over `z` (same dtype) and returned.
 
     Shape: z [n, V] -> [n, V].
     """

@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from eaft.data import DataError, load_conversations
-from eaft.data.formats import Messages, read_rows, row_to_messages
+from eaft.data.formats import DataError, Messages, read_rows, row_to_messages
+from eaft.data.load import load_conversations
 from eaft.data_root import DataRootError, expand_data_root
 
 SHIPPED = {"house_calc": "house_calc.jsonl"}

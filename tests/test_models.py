@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eaft.train.models import default_gguf_path, is_default, load_model_and_tokenizer, resolve_dtype
+from eaft.models import default_gguf_path, is_default, load_model_and_tokenizer, resolve_dtype
 
 
 def test_default_aliases_and_dtypes():

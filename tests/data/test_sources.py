@@ -7,8 +7,8 @@ import json
 import pytest
 
 from eaft.data import DataError
+from eaft.data.sources import load_dataset_conversations, split_heldout
 from eaft.data_root import DataRootError
-from eaft.train.sources import load_dataset_conversations, split_heldout
 
 
 def test_shipped_house_calc_set():
