@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -19,8 +21,15 @@ REQUIRED = ["sample", "position", "token_id", "token", "prob", "entropy_topk", "
 
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory):
-    """Two analyses of the same data: a sharpened ('fine-tuned') model, then the plain random one."""
-    root = tmp_path_factory.mktemp("analyze")
+    """Two analyses of the same data: a sharpened ('fine-tuned') model, then the plain random one (umask 022)."""
+    old_umask = os.umask(0o022)
+    try:
+        yield _analyses(tmp_path_factory.mktemp("analyze"))
+    finally:
+        os.umask(old_umask)
+
+
+def _analyses(root):
     tokenizer = build_tokenizer()
     data = write_jsonl(root / "data.jsonl", conversations(16, seed=7))
     dirs = []
@@ -59,6 +68,16 @@ def test_run_writes_every_output_and_its_figures_match_the_token_table(run_dirs)
     rollouts = read_table(out / files["rollout_tokens"])
     assert summary["rollouts"]["tokens"] == len(rollouts["prob"]) and set(rollouts["rollout"]) == {0, 1}
     assert sum(summary["rollouts"]["quadrant_shares"].values()) == pytest.approx(1.0)
+
+
+def test_every_output_has_normal_permissions(run_dirs):
+    """What other users of a shared machine can read: 0644 files, 0755 folders under umask 022."""
+    for out in run_dirs:
+        paths = sorted(out.rglob("*"))
+        assert any(p.name == "report.html" for p in paths) and any(p.suffix == ".png" for p in paths)
+        for path in paths:
+            expected = 0o755 if path.is_dir() else 0o644
+            assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
 
 def test_report_ranks_samples_by_conflict_density_and_marks_their_conflicts(run_dirs):

@@ -41,22 +41,11 @@ def build_tokenizer():
 
 def build_model(vocab_size: int, seed: int = 0):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=0,
-        pad_token_id=1,
-        bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
+    from tests.train.tiny import build_model as tiny_model
+
+    ids = {"eos_token_id": 0, "pad_token_id": 1, "bos_token_id": None}
+    model = tiny_model(vocab_size=vocab_size, seed=seed, max_position_embeddings=1024, **ids)
     # Larger output weights make the random model's next-token choice decisive (no near-ties in greedy decoding).
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)

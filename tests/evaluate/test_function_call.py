@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 import eaft.evaluate.function_call as fc
+from eaft.evaluate.function_call import FunctionCallOptions
 from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.report import write_report
 from eaft.evaluate.runner import main
 from eaft.evaluate.suite import load_suite
-from eaft.evaluate.tasks import FunctionCallOptions, TaskError, TaskSpec
+from eaft.evaluate.tasks import TaskError, TaskSpec
 
 from .conftest import FIXTURE_DATA, build_tokenizer
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from eaft.evaluate.extraction import extract_answer
-from eaft.evaluate.generative import evaluate_generative
+from eaft.evaluate.generative import GenerativeOptions, evaluate_generative
 from eaft.evaluate.lm import ModelHandle
-from eaft.evaluate.tasks import GenerativeOptions, TaskError, TaskSpec
+from eaft.evaluate.tasks import TaskError, TaskSpec
 
 from .conftest import fixture_rows, write_jsonl
 

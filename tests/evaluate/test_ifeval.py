@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from eaft.evaluate.ifeval import MissingResource, ensure_punkt_tab, evaluate_ifeval, score_responses
+from eaft.evaluate.ifeval import IFEvalOptions, MissingResource, ensure_punkt_tab, evaluate_ifeval, score_responses
 from eaft.evaluate.lm import ModelHandle
-from eaft.evaluate.tasks import IFEvalOptions, TaskSpec
+from eaft.evaluate.tasks import TaskSpec
 
 from .conftest import fixture_rows, write_jsonl
 from .test_generative import naive_greedy

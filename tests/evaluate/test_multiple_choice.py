@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from eaft.evaluate.lm import ModelHandle
-from eaft.evaluate.multiple_choice import build_items, evaluate_multiple_choice
-from eaft.evaluate.tasks import MultipleChoiceOptions, TaskError, TaskSpec
+from eaft.evaluate.multiple_choice import MultipleChoiceOptions, build_items, evaluate_multiple_choice
+from eaft.evaluate.tasks import TaskError, TaskSpec
 
 from .conftest import fixture_rows, write_jsonl
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from eaft.evaluate.lm import ModelHandle
-from eaft.evaluate.reference_likelihood import evaluate_reference_likelihood
+from eaft.evaluate.reference_likelihood import ReferenceLikelihoodOptions, evaluate_reference_likelihood
 from eaft.evaluate.suite import load_suite
-from eaft.evaluate.tasks import ReferenceLikelihoodOptions, TaskError, TaskSpec
+from eaft.evaluate.tasks import TaskError, TaskSpec
 
 from .conftest import fixture_rows, write_jsonl
 

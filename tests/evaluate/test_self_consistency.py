@@ -9,8 +9,8 @@ import torch
 
 from eaft.evaluate.cache import ResultCache
 from eaft.evaluate.lm import ModelHandle
-from eaft.evaluate.self_consistency import GENERAL_PROMPTS, evaluate_self_consistency
-from eaft.evaluate.tasks import SelfConsistencyOptions, TaskSpec, read_jsonl
+from eaft.evaluate.self_consistency import GENERAL_PROMPTS, SelfConsistencyOptions, evaluate_self_consistency
+from eaft.evaluate.tasks import TaskSpec, read_jsonl
 from eaft.models import load_model_and_tokenizer
 
 from .conftest import build_model

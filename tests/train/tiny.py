@@ -53,8 +53,11 @@ def build_tokenizer(template: str = CHATML):
     return tokenizer
 
 
-def build_model(kind: str = "llama", vocab_size: int = 360, seed: int = 0, hidden: int = 32, tied: bool = False):
-    """A tiny random causal LM (llama or qwen2) built from a config; `tied` shares lm_head with the embedding."""
+def build_model(
+    kind: str = "llama", vocab_size: int = 360, seed: int = 0, hidden: int = 32, tied: bool = False, **config
+):
+    """A tiny random causal LM (llama or qwen2) built from a config; `tied` shares lm_head with the embedding;
+    `config` overrides other config fields (token ids, max_position_embeddings)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -69,6 +72,7 @@ def build_model(kind: str = "llama", vocab_size: int = 360, seed: int = 0, hidde
         max_position_embeddings=512,
         tie_word_embeddings=tied,
     )
+    common.update(config)
     if kind == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**common))
     return LlamaForCausalLM(LlamaConfig(**common))

@@ -25,14 +25,33 @@ the categories averaged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eaft.evaluate.call_matching import Verdict, check_no_call, check_reply, check_some_call, find_doc
 from eaft.evaluate.call_parsing import parse_calls
 from eaft.evaluate.lm import ModelHandle, decode, greedy_generate
-from eaft.evaluate.tasks import FunctionCallOptions, TaskError, TaskOutcome, TaskSpec, iter_rows, read_jsonl
+from eaft.evaluate.task_types import register_task_type
+from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, iter_rows, read_jsonl
+
+
+@dataclass(frozen=True)
+class FunctionCallOptions:
+    """BFCL-style function calling (`eaft.evaluate.function_call`): `path` is a folder of `BFCL_v3_<category>.json`
+    files with their `possible_answer/` folder; `limit` applies per category; the score averages the categories."""
+
+    categories: list[str] = field(
+        default_factory=lambda: ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"],
+        metadata={"help": "BFCL categories scored and averaged (file BFCL_v3_<category>.json each)"},
+    )
+    prompt_format: str = field(default="auto", metadata={"help": "auto | template (tools=) | plain (system msg)"})
+    instruction: str | None = field(default=None, metadata={"help": "plain format's system text; has {functions}"})
+    parse: str = field(default="lenient", metadata={"help": "lenient: calls inside prose count | strict"})
+    reply_prefix: str | None = field(default=None, metadata={"help": "start of the reply, e.g. '<tool_call>['"})
+    max_new_tokens: int = field(default=256, metadata={"help": "generation budget per item"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+
 
 QUESTION_FILE = "BFCL_v3_{}.json"
 ANSWER_FOLDER = "possible_answer"
@@ -259,3 +278,6 @@ def evaluate_function_call(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
         f"parse={opts.parse}, reply_prefix={prefix!r}, greedy, max_new_tokens={opts.max_new_tokens}"
     )
     return TaskOutcome(metrics["overall"], "overall_accuracy", metrics, len(samples), samples, notes=notes)
+
+
+register_task_type("function_call", FunctionCallOptions, evaluate_function_call)

@@ -7,11 +7,26 @@ the same way. A response with no extractable answer scores as wrong.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from eaft.evaluate.extraction import extract_answer, gold_number, numbers_equal
 from eaft.evaluate.lm import ModelHandle, chat_prompt, decode, greedy_generate
-from eaft.evaluate.tasks import GenerativeOptions, TaskError, TaskOutcome, TaskSpec, field_value, iter_rows, render
+from eaft.evaluate.task_types import register_task_type
+from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, field_value, iter_rows, render
+
+
+@dataclass(frozen=True)
+class GenerativeOptions:
+    """Greedy generation through the chat template, answer extraction, numeric comparison."""
+
+    prompt: str = field(default="{question}", metadata={"help": "template of the user message"})
+    answer: str = field(default="answer", metadata={"help": "field with the gold answer (#### form accepted)"})
+    extraction: str = field(default="auto", metadata={"help": "auto | hash | boxed | last_number"})
+    system: str | None = field(default=None, metadata={"help": "optional system message"})
+    chat: bool = field(default=True, metadata={"help": "use the chat template (false: plain prompt)"})
+    max_new_tokens: int = field(default=512, metadata={"help": "generation budget per item"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
 
 
 def prompt_text(tokenizer: Any, user: str, *, system: str | None, chat: bool) -> str:
@@ -57,3 +72,6 @@ def evaluate_generative(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
     metrics = {"exact_match": 100.0 * correct / max(n, 1), "extracted": 100.0 * extracted / max(n, 1)}
     notes = f"greedy, max_new_tokens={opts.max_new_tokens}, extraction={opts.extraction}"
     return TaskOutcome(metrics["exact_match"], "exact_match", metrics, n, samples, notes=notes)
+
+
+register_task_type("generative", GenerativeOptions, evaluate_generative)

@@ -19,14 +19,27 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eaft.errors import EaftError
 from eaft.evaluate.generative import prompt_text
 from eaft.evaluate.lm import ModelHandle, decode, greedy_generate
-from eaft.evaluate.tasks import IFEvalOptions, TaskError, TaskOutcome, TaskSpec, field_value, iter_rows
+from eaft.evaluate.task_types import register_task_type
+from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, field_value, iter_rows
 from eaft.models import cache_root
+
+
+@dataclass(frozen=True)
+class IFEvalOptions:
+    """IFEval prompts (`key`, `prompt`, `instruction_id_list`, `kwargs`), scored by lm-eval's checkers."""
+
+    metric: str = field(default="prompt_level_strict", metadata={"help": "which of the four is the score"})
+    system: str | None = field(default=None, metadata={"help": "optional system message"})
+    max_new_tokens: int = field(default=1024, metadata={"help": "generation budget per item"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+
 
 PUNKT_RESOURCE = "tokenizers/punkt_tab/english/"
 PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt")
@@ -155,3 +168,6 @@ def evaluate_ifeval(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
     samples = [{"line": line, **d, "response": r} for (line, _), d, r in zip(selected, details, responses, strict=True)]
     notes = f"greedy, max_new_tokens={opts.max_new_tokens}, lm-eval ifeval checkers"
     return TaskOutcome(metrics[opts.metric], opts.metric, metrics, len(rows), samples, notes=notes)
+
+
+register_task_type("ifeval", IFEvalOptions, evaluate_ifeval)

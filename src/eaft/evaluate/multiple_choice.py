@@ -14,7 +14,7 @@ Scoring (all three are computed; `scoring` picks the reported one):
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eaft.evaluate.lm import (
@@ -24,8 +24,8 @@ from eaft.evaluate.lm import (
     encode_pair,
     shared_context_logprobs,
 )
+from eaft.evaluate.task_types import register_task_type
 from eaft.evaluate.tasks import (
-    MultipleChoiceOptions,
     TaskError,
     TaskOutcome,
     TaskSpec,
@@ -35,6 +35,30 @@ from eaft.evaluate.tasks import (
     render,
     resolve_path,
 )
+
+
+@dataclass(frozen=True)
+class MultipleChoiceOptions:
+    """Log-likelihood multiple choice. Each choice's continuation `target_delimiter + text` is scored after the
+    prompt (`Question: ...\\nAnswer:` by default); `contexts`+`continuation` is the partial form (WinoGrande):
+    one context per choice, a shared continuation."""
+
+    prompt: str | None = field(default=None, metadata={"help": "template; default by choice_format"})
+    choices: str | list[str] = field(default="choices", metadata={"help": "field holding the choices, or a list"})
+    answer: str = field(default="answer", metadata={"help": "field with the 0-based gold index (or a letter)"})
+    contexts: str | None = field(default=None, metadata={"help": "partial form: field with one context per choice"})
+    continuation: str | None = field(default=None, metadata={"help": "partial form: field of the shared ending"})
+    target_delimiter: str = field(default=" ", metadata={"help": "between prompt and continuation"})
+    choice_format: str = field(default="text", metadata={"help": "text: score choice text; letter: score ' A'.."})
+    scoring: str = field(default="per_char", metadata={"help": "raw | per_char | per_token (length normalization)"})
+    description: str = field(default="", metadata={"help": "template put once before the few-shot examples"})
+    few_shot: int = field(default=0, metadata={"help": "number of solved examples before each question"})
+    few_shot_path: str | None = field(default=None, metadata={"help": "JSONL of examples; default the task file"})
+    few_shot_match: str | None = field(default=None, metadata={"help": "only examples with the same field value"})
+    chat: bool = field(default=False, metadata={"help": "wrap the prompt in the chat template (user turn)"})
+    max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
+    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
+
 
 LETTERS = string.ascii_uppercase
 SCORINGS = ("raw", "per_char", "per_token")
@@ -192,3 +216,6 @@ def evaluate_multiple_choice(task: TaskSpec, handle: ModelHandle) -> TaskOutcome
     metrics = {f"acc_{name}": 100.0 * correct[name] / max(n, 1) for name in SCORINGS}
     primary = f"acc_{opts.scoring}"
     return TaskOutcome(metrics[primary], primary, metrics, n, samples, notes=f"scoring: {opts.scoring}")
+
+
+register_task_type("multiple_choice", MultipleChoiceOptions, evaluate_multiple_choice)

@@ -10,11 +10,12 @@ problems. Exact match stays the task to read for solving; this one measures fitt
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from eaft.evaluate.generative import prompt_text
 from eaft.evaluate.lm import ModelHandle, continuation_logprobs
+from eaft.evaluate.task_types import register_task_type
 from eaft.evaluate.tasks import (
-    ReferenceLikelihoodOptions,
     TaskError,
     TaskOutcome,
     TaskSpec,
@@ -22,6 +23,19 @@ from eaft.evaluate.tasks import (
     iter_rows,
     render,
 )
+
+
+@dataclass(frozen=True)
+class ReferenceLikelihoodOptions:
+    """Teacher-forced NLL of each row's reference response after its prompt: how well the model has learnt a
+    domain's written answers, without generating (cheap, and not floored at chance like exact match)."""
+
+    prompt: str = field(default="{question}", metadata={"help": "template of the user message"})
+    answer: str = field(default="answer", metadata={"help": "field with the reference response"})
+    system: str | None = field(default=None, metadata={"help": "optional system message"})
+    chat: bool = field(default=True, metadata={"help": "use the chat template (false: plain prompt)"})
+    max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
+    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
 
 
 def evaluate_reference_likelihood(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
@@ -54,3 +68,6 @@ def evaluate_reference_likelihood(task: TaskSpec, handle: ModelHandle) -> TaskOu
     ]
     notes = "score = 100·exp(−NLL per token) of the reference responses, teacher-forced"
     return TaskOutcome(metrics["token_prob"], "token_prob", metrics, len(rows), samples, notes=notes)
+
+
+register_task_type("reference_likelihood", ReferenceLikelihoodOptions, evaluate_reference_likelihood)

@@ -17,15 +17,12 @@ from eaft import __version__
 from eaft.data_root import DataRootError, add_data_root_flag, use_data_root
 from eaft.errors import debugging
 from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity
-from eaft.evaluate.function_call import evaluate_function_call
-from eaft.evaluate.generative import evaluate_generative
-from eaft.evaluate.ifeval import MissingResource, evaluate_ifeval
+from eaft.evaluate.ifeval import MissingResource
 from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval
-from eaft.evaluate.multiple_choice import evaluate_multiple_choice
-from eaft.evaluate.reference_likelihood import evaluate_reference_likelihood
-from eaft.evaluate.self_consistency import evaluate_self_consistency, reference_identity
+from eaft.evaluate.self_consistency import reference_identity
 from eaft.evaluate.suite import Suite, load_suite
+from eaft.evaluate.task_types import task_type
 from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec
 from eaft.io import write_json_atomic
 from eaft.io import write_text_atomic as _write_text
@@ -36,17 +33,8 @@ BACKENDS = ("native", "lm-eval")
 def run_native(task: TaskSpec, handle: ModelHandle, cache: ResultCache) -> TaskOutcome:
     if task.type is None:
         raise TaskError(f"{task.source}: task {task.name!r} names only an lm-eval task; run it with --backend lm-eval")
-    if task.type == "multiple_choice":
-        return evaluate_multiple_choice(task, handle)
-    if task.type == "generative":
-        return evaluate_generative(task, handle)
-    if task.type == "ifeval":
-        return evaluate_ifeval(task, handle)
-    if task.type == "function_call":
-        return evaluate_function_call(task, handle)
-    if task.type == "reference_likelihood":
-        return evaluate_reference_likelihood(task, handle)
-    return evaluate_self_consistency(task, handle, cache)
+    kind = task_type(task.type)
+    return kind.evaluate(task, handle, cache) if kind.uses_cache else kind.evaluate(task, handle)
 
 
 def task_record(task: TaskSpec, outcome: TaskOutcome, backend: str, seconds: float) -> dict[str, Any]:

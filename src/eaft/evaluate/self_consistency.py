@@ -13,13 +13,29 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eaft.evaluate.cache import ResultCache, digest, file_sha256, model_identity
 from eaft.evaluate.generative import prompt_text
 from eaft.evaluate.lm import ModelHandle, continuation_logprobs, decode, greedy_generate
-from eaft.evaluate.tasks import SelfConsistencyOptions, TaskError, TaskOutcome, TaskSpec, iter_rows, render
+from eaft.evaluate.task_types import register_task_type
+from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, iter_rows, render
+
+
+@dataclass(frozen=True)
+class SelfConsistencyOptions:
+    """NLL, under the evaluated model, of the reference (base) model's greedy answers to general prompts."""
+
+    prompt: str = field(default="{prompt}", metadata={"help": "template of the user message"})
+    reference: str | None = field(
+        default=None, metadata={"help": "base model; default: the evaluated model with its adapter switched off"}
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "length of the reference answers"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
+
 
 GENERAL_PROMPTS = Path(__file__).resolve().parent.parent / "resources" / "general_prompts.jsonl"
 
@@ -109,3 +125,6 @@ def evaluate_self_consistency(task: TaskSpec, handle: ModelHandle, cache: Result
     ]
     notes = f"score = 100·exp(−NLL per token) of the reference's greedy answers, max_new_tokens={opts.max_new_tokens}"
     return TaskOutcome(metrics["token_prob"], "token_prob", metrics, len(selected), samples, notes=notes)
+
+
+register_task_type("self_consistency", SelfConsistencyOptions, evaluate_self_consistency, uses_cache=True)

@@ -17,7 +17,7 @@ general:
 ```
 
 Entry keys: `name`, `type`, `path`, `task`, `limit`, `limit_mode` (first | spread), `lm_eval`, `lm_eval_metric`,
-`lm_eval_fewshot`; every other key is an option of the task type (see `eaft.evaluate.tasks.OPTIONS`).
+`lm_eval_fewshot`; every other key is an option of the task type (see `eaft.evaluate.task_types`).
 A `task` file is found relative to the suite's folder; a relative `path` or `few_shot_path` resolves against the
 `data_root` of the file it is written in. `$EAFT_DATA` is the benchmark data root (`eaft.data_root`: EAFT_DATA,
 `--data-root`, or ../shared/data beside the repository), looked up only when a path needs it.
@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from eaft.data_root import DataRootError
-from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, OPTIONS, TaskError, TaskSpec, parse_options, resolve_path, suggest
+from eaft.evaluate.task_types import task_types
+from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, TaskError, TaskSpec, parse_options, resolve_path, suggest
 
 ENTRY_KEYS = ("name", "type", "path", "task", "limit", "limit_mode", "lm_eval", "lm_eval_metric", "lm_eval_fewshot")
 SUITE_KEYS = ("name", "data_root", *GROUPS)
@@ -107,13 +108,11 @@ def _limit(value: Any, where: str) -> int | None:
 
 def build_task(entry: dict[str, Any], group: str, where: str) -> TaskSpec:
     """A TaskSpec from a merged entry (task file keys overridden by the suite's)."""
-    kind = entry.get("type")
+    kind, types = entry.get("type"), sorted(task_types())
     if kind is None and not entry.get("lm_eval"):
-        raise TaskError(f"{where}: a task needs `type` (one of {sorted(OPTIONS)}) or an `lm_eval` task name")
-    if kind is not None and kind not in OPTIONS:
-        raise TaskError(
-            f"{where}: unknown task type {kind!r}{suggest(str(kind), list(OPTIONS))}; valid: {sorted(OPTIONS)}"
-        )
+        raise TaskError(f"{where}: a task needs `type` (one of {types}) or an `lm_eval` task name")
+    if kind is not None and kind not in types:
+        raise TaskError(f"{where}: unknown task type {kind!r}{suggest(str(kind), types)}; valid: {types}")
     name = entry.get("name") or entry.get("lm_eval")
     if not name:
         raise TaskError(f"{where}: a task needs a `name`")

@@ -1,8 +1,9 @@
-"""Task definitions: a local JSONL file plus a small YAML mapping naming the type, the fields and the options.
+"""Task definitions shared by every task type: the resolved TaskSpec, option parsing, rows and templates.
 
-Each task type declares its options as a dataclass (`OPTIONS[type]`); an unknown key is an error that suggests
-the closest valid one. Prompt templates use `{field}` or `{field.sub}` placeholders filled from a row; any other
-brace (e.g. `\\boxed{}`) is left alone.
+Each task type is one module that declares its options dataclass and its `evaluate`, and registers both
+(`eaft.evaluate.task_types`); an unknown option key is an error that suggests the closest valid one. Prompt
+templates use `{field}` or `{field.sub}` placeholders filled from a row; any other brace (e.g. `\\boxed{}`) is
+left alone.
 """
 
 from __future__ import annotations
@@ -24,103 +25,6 @@ LIMIT_MODES = ("first", "spread")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
 
 
-@dataclass(frozen=True)
-class MultipleChoiceOptions:
-    """Log-likelihood multiple choice. Each choice's continuation `target_delimiter + text` is scored after the
-    prompt (`Question: ...\\nAnswer:` by default); `contexts`+`continuation` is the partial form (WinoGrande):
-    one context per choice, a shared continuation."""
-
-    prompt: str | None = field(default=None, metadata={"help": "template; default by choice_format"})
-    choices: str | list[str] = field(default="choices", metadata={"help": "field holding the choices, or a list"})
-    answer: str = field(default="answer", metadata={"help": "field with the 0-based gold index (or a letter)"})
-    contexts: str | None = field(default=None, metadata={"help": "partial form: field with one context per choice"})
-    continuation: str | None = field(default=None, metadata={"help": "partial form: field of the shared ending"})
-    target_delimiter: str = field(default=" ", metadata={"help": "between prompt and continuation"})
-    choice_format: str = field(default="text", metadata={"help": "text: score choice text; letter: score ' A'.."})
-    scoring: str = field(default="per_char", metadata={"help": "raw | per_char | per_token (length normalization)"})
-    description: str = field(default="", metadata={"help": "template put once before the few-shot examples"})
-    few_shot: int = field(default=0, metadata={"help": "number of solved examples before each question"})
-    few_shot_path: str | None = field(default=None, metadata={"help": "JSONL of examples; default the task file"})
-    few_shot_match: str | None = field(default=None, metadata={"help": "only examples with the same field value"})
-    chat: bool = field(default=False, metadata={"help": "wrap the prompt in the chat template (user turn)"})
-    max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
-    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
-
-
-@dataclass(frozen=True)
-class GenerativeOptions:
-    """Greedy generation through the chat template, answer extraction, numeric comparison."""
-
-    prompt: str = field(default="{question}", metadata={"help": "template of the user message"})
-    answer: str = field(default="answer", metadata={"help": "field with the gold answer (#### form accepted)"})
-    extraction: str = field(default="auto", metadata={"help": "auto | hash | boxed | last_number"})
-    system: str | None = field(default=None, metadata={"help": "optional system message"})
-    chat: bool = field(default=True, metadata={"help": "use the chat template (false: plain prompt)"})
-    max_new_tokens: int = field(default=512, metadata={"help": "generation budget per item"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
-
-
-@dataclass(frozen=True)
-class IFEvalOptions:
-    """IFEval prompts (`key`, `prompt`, `instruction_id_list`, `kwargs`), scored by lm-eval's checkers."""
-
-    metric: str = field(default="prompt_level_strict", metadata={"help": "which of the four is the score"})
-    system: str | None = field(default=None, metadata={"help": "optional system message"})
-    max_new_tokens: int = field(default=1024, metadata={"help": "generation budget per item"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
-
-
-@dataclass(frozen=True)
-class SelfConsistencyOptions:
-    """NLL, under the evaluated model, of the reference (base) model's greedy answers to general prompts."""
-
-    prompt: str = field(default="{prompt}", metadata={"help": "template of the user message"})
-    reference: str | None = field(
-        default=None, metadata={"help": "base model; default: the evaluated model with its adapter switched off"}
-    )
-    max_new_tokens: int = field(default=128, metadata={"help": "length of the reference answers"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
-    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
-
-
-@dataclass(frozen=True)
-class ReferenceLikelihoodOptions:
-    """Teacher-forced NLL of each row's reference response after its prompt: how well the model has learnt a
-    domain's written answers, without generating (cheap, and not floored at chance like exact match)."""
-
-    prompt: str = field(default="{question}", metadata={"help": "template of the user message"})
-    answer: str = field(default="answer", metadata={"help": "field with the reference response"})
-    system: str | None = field(default=None, metadata={"help": "optional system message"})
-    chat: bool = field(default=True, metadata={"help": "use the chat template (false: plain prompt)"})
-    max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
-    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
-
-
-@dataclass(frozen=True)
-class FunctionCallOptions:
-    """BFCL-style function calling (`eaft.evaluate.function_call`): `path` is a folder of `BFCL_v3_<category>.json`
-    files with their `possible_answer/` folder; `limit` applies per category; the score averages the categories."""
-
-    categories: list[str] = field(
-        default_factory=lambda: ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"],
-        metadata={"help": "BFCL categories scored and averaged (file BFCL_v3_<category>.json each)"},
-    )
-    prompt_format: str = field(default="auto", metadata={"help": "auto | template (tools=) | plain (system msg)"})
-    instruction: str | None = field(default=None, metadata={"help": "plain format's system text; has {functions}"})
-    parse: str = field(default="lenient", metadata={"help": "lenient: calls inside prose count | strict"})
-    reply_prefix: str | None = field(default=None, metadata={"help": "start of the reply, e.g. '<tool_call>['"})
-    max_new_tokens: int = field(default=256, metadata={"help": "generation budget per item"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
-
-
-OPTIONS: dict[str, type] = {
-    "multiple_choice": MultipleChoiceOptions,
-    "generative": GenerativeOptions,
-    "ifeval": IFEvalOptions,
-    "self_consistency": SelfConsistencyOptions,
-    "function_call": FunctionCallOptions,
-    "reference_likelihood": ReferenceLikelihoodOptions,
-}
 _CHOICES = {
     "scoring": ("raw", "per_char", "per_token"),
     "choice_format": ("text", "letter"),
@@ -166,7 +70,9 @@ def suggest(key: str, valid: list[str]) -> str:
 
 def parse_options(kind: str, raw: Mapping[str, Any], where: str) -> Any:
     """The options dataclass of task type `kind` from a mapping; unknown keys and bad values are errors."""
-    cls = OPTIONS[kind]
+    from eaft.evaluate.task_types import task_type
+
+    cls = task_type(kind).options
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
