@@ -274,7 +274,7 @@ RUNNER_KEYS = ("resume", "overwrite_output_dir")
 
 
 def _train_step(experiment: Experiment, run: RunSpec) -> Step:
-    from eaft.train.run import complete_checkpoints
+    from eaft.train.run_dir import complete_checkpoints
 
     run_dir = run.run_dir
     config = dict(run.config)
@@ -449,7 +449,7 @@ def _execute(step: Step, experiment: Experiment, bar: Any) -> None:
 
 def discard_checkpoints(run: RunSpec) -> None:
     """Every checkpoint of a finished run (keep_checkpoints: false): its evaluations are done."""
-    from eaft.train.run import CHECKPOINT
+    from eaft.train.run_dir import CHECKPOINT
 
     for path in run.run_dir.iterdir():
         if CHECKPOINT.match(path.name) and path.is_dir():

@@ -50,17 +50,23 @@ def write_curve(root: Path, series: str, family: str, points: list[tuple[int, fl
     return dirs
 
 
-@pytest.fixture
-def experiment_evals(tmp_path) -> tuple[Path, list[Path]]:
-    base = tmp_path / "base"
+def curve_evals(root: Path, *, seed1: bool = True) -> tuple[Path, list[Path]]:
+    """A base and the curves of sft (and its second seed) and eaft, as an experiment leaves them."""
+    base = root / "base"
     base.mkdir()
     base_curve = {"series": "base", "step": 0, "family": "base"}
     base.joinpath("results.json").write_text(json.dumps(result("base", 20.0, {"mc": 50.0}, base_curve, 60.0)))
-    dirs = write_curve(tmp_path, "sft", "sft", [(10, 30.0, 46.0, 50.0), (20, 40.0, 42.0, 40.0)])
-    dirs += write_curve(tmp_path, "sft_seed1", "sft", [(10, 30.0, 47.0, 51.0), (20, 40.0, 43.0, 41.0)])
+    dirs = write_curve(root, "sft", "sft", [(10, 30.0, 46.0, 50.0), (20, 40.0, 42.0, 40.0)])
+    if seed1:
+        dirs += write_curve(root, "sft_seed1", "sft", [(10, 30.0, 47.0, 51.0), (20, 40.0, 43.0, 41.0)])
     # eaft learns less per step: it stops at target 35 and keeps mc higher at equal target
-    dirs += write_curve(tmp_path, "eaft", "eaft", [(10, 26.0, 49.0, 56.0), (20, 35.0, 47.0, 52.0)])
+    dirs += write_curve(root, "eaft", "eaft", [(10, 26.0, 49.0, 56.0), (20, 35.0, 47.0, 52.0)])
     return base, dirs
+
+
+@pytest.fixture
+def experiment_evals(tmp_path) -> tuple[Path, list[Path]]:
+    return curve_evals(tmp_path)
 
 
 def test_report_writes_the_matched_target_table(experiment_evals, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from eaft.browser import file_url, run_chromium
 from eaft.evaluate.report import main, write_report
 from tests.browser import external_references, parse_dom, references, require_chromium
-from tests.evaluate.test_frontier import result, write_curve
+from tests.evaluate.test_frontier import curve_evals
 from tests.evaluate.test_report import make_run
 
 
@@ -60,12 +60,7 @@ def test_page_holds_the_table_and_scatter_and_links_to_samples(report):
 
 
 def test_frontier_figure_and_table_when_runs_carry_curves(tmp_path):
-    base = tmp_path / "base"
-    base.mkdir()
-    base_curve = {"series": "base", "step": 0, "family": "base"}
-    base.joinpath("results.json").write_text(json.dumps(result("base", 20.0, {"mc": 50.0}, base_curve, 60.0)))
-    dirs = write_curve(tmp_path, "sft", "sft", [(10, 30.0, 46.0, 50.0), (20, 40.0, 42.0, 40.0)])
-    dirs += write_curve(tmp_path, "eaft", "eaft", [(10, 26.0, 49.0, 56.0), (20, 35.0, 47.0, 52.0)])
+    base, dirs = curve_evals(tmp_path, seed1=False)
     add_samples(dirs[0], ["fit"])  # sft@10: a checkpoint, listed under Samples though off the table
     write_report(base, dirs, tmp_path / "report")
     document = (tmp_path / "report" / "frontier.md").read_text()

@@ -67,14 +67,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny_model_dir
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path, tiny_model_dir, chat_data):
-    from eaft.train.run import RunError
+    from eaft.train.run_dir import RunError
 
     with pytest.raises(RunError, match="has no complete checkpoint"):
         in_process(command(tiny_model_dir, chat_data, tmp_path / "none", "resume=true"))
 
 
 def test_a_partial_checkpoint_is_skipped(tmp_path):
-    from eaft.train.run import complete_checkpoints
+    from eaft.train.run_dir import complete_checkpoints
 
     for step, complete in ((4, True), (8, True), (12, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()

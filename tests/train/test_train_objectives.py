@@ -12,7 +12,8 @@ from eaft.data import count_labels, encode_conversation, load_conversations
 from eaft.objectives import objective_names
 from eaft.train.cli import parse_args
 from eaft.train.outputs import read_metrics
-from eaft.train.run import RunError, run_training
+from eaft.train.run import run_training
+from eaft.train.run_dir import RunError
 from tests.train.tiny import build_tokenizer
 
 FAST = ["max_steps=8", "logging_steps=2", "save_steps=100", "per_device_train_batch_size=4", "learning_rate=0.01"]

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eaft train: {err}", file=sys.stderr)
         return 2
     from eaft.data import DataError
-    from eaft.train.run import RunError, run_training
+    from eaft.train.run import run_training
+    from eaft.train.run_dir import RunError
 
     if config.eaft.eval_suite:
         from eaft.evaluate.after_training import check_suite

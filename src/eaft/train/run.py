@@ -28,13 +28,7 @@ from eaft.train.outputs import (
 )
 from eaft.train.passes import attach_flow_weights, heldout_statistics
 from eaft.train.preflight import check_lora_targets, check_model_source, check_objective_fits
-from eaft.train.run_dir import (  # noqa: F401 - CHECKPOINT, RunError and complete_checkpoints are used by callers
-    CHECKPOINT,
-    RunError,
-    checkpoint_step,
-    complete_checkpoints,
-    prepare_run_dir_on_ranks,
-)
+from eaft.train.run_dir import checkpoint_step, prepare_run_dir_on_ranks
 
 logger = logging.getLogger(__name__)
 
