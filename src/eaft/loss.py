@@ -304,7 +304,8 @@ class ObjectiveLoss:
         if self.fused:
             hidden, head = hidden_and_head(model, inputs)
             source = hidden.reshape(-1, hidden.shape[-1])
-            chunk = self.chunk_size or default_chunk_size(head.weight.shape[0], hidden.device)
+            weight = head.weight
+            chunk = self.chunk_size or default_chunk_size(weight.shape[0], hidden.device, weight.element_size())
         else:
             keep = torch.zeros(labels.numel(), dtype=torch.bool, device=labels.device)
             keep[rows] = True

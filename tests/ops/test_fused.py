@@ -51,10 +51,12 @@ def test_all_ignored_gives_a_zero_loss_that_backprops(case):
         assert grad is not None and torch.isfinite(grad).all() and not grad.any()
 
 
+@pytest.mark.parametrize("chunk_size", [16, 40, None])
 @pytest.mark.parametrize("case", ["sft", "eaft", "eaft_full_alpha2", "dft", "talr", "sft_kl"])
-def test_bf16_params(case):
+def test_bf16_params(case, chunk_size):
+    """40 and the default cut a chunk into several fp32 row blocks of the CPU math, the last one partial."""
     inputs, labels = make_inputs(2, 33, 24, 160, seed=3, dtype=torch.bfloat16)
-    ours, ours_grads, _ = run_fused(case, inputs, labels, chunk_size=16)
+    ours, ours_grads, _ = run_fused(case, inputs, labels, chunk_size=chunk_size)
     assert all(g.dtype == torch.bfloat16 for g in ours_grads)
     theirs, their_grads = run_reference(case, inputs, labels, upcast=True)
     assert_matches(ours, theirs, torch.bfloat16)
@@ -87,3 +89,16 @@ def test_chunk_sizes_that_do_and_do_not_divide_the_label_count(chunk_size):
         assert_matches(ours, theirs)
         for mine, ref in zip(ours_grads, their_grads, strict=True):
             assert_matches(mine, ref)
+
+
+@pytest.mark.parametrize("case", ["eaft", "eaft_full_alpha2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_vocabulary_past_one_block(dtype, case):
+    """V = 8200 spans two vocabulary blocks (8192 rows each) of the CPU math's statistics and 16-bit gradient, and
+    of the 16-bit weight gradient's fp32 accumulation; the second block holds fewer rows than the top k."""
+    inputs, labels = make_inputs(1, 45, 8, 8200, seed=5, dtype=dtype)
+    ours, ours_grads, _ = run_fused(case, inputs, labels, chunk_size=24)
+    theirs, their_grads = run_reference(case, inputs, labels, upcast=dtype != torch.float32)
+    assert_matches(ours, theirs, dtype)
+    for mine, ref in zip(ours_grads, their_grads, strict=True):
+        assert_matches(mine, ref, dtype)

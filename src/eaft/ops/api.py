@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from eaft.ops.cpu import CPU_MATH, CPU_MATH_REF_MODEL
 from eaft.ops.fused import (
     BACKENDS,
     TORCH_MATH,
@@ -39,6 +40,7 @@ def resolve_math(backend: str, device: torch.device, *, reference_kl: str | None
     """The per-chunk math of `backend` on `device`; `reference_kl` is the direction of a reference KL, if any."""
     if backend not in BACKENDS:
         raise ValueError(f"fused loss backend must be one of {BACKENDS}, got {backend!r}")
+    cpu = device.type == "cpu"
     if reference_kl == "ref_model":
         # The Triton kernels compute KL(π_θ ‖ π_ref) only; "auto" takes the torch math for the other direction.
         if backend == "triton":
@@ -46,9 +48,9 @@ def resolve_math(backend: str, device: torch.device, *, reference_kl: str | None
                 "fused loss backend 'triton' computes KL(π_θ ‖ π_ref) only, and this loss needs KL(π_ref ‖ π_θ); "
                 "use backend='torch' or 'auto'"
             )
-        return TORCH_MATH_REF_MODEL
-    if backend == "torch":
-        return TORCH_MATH
+        return CPU_MATH_REF_MODEL if cpu else TORCH_MATH_REF_MODEL
+    if backend == "torch" or (backend == "auto" and cpu):
+        return CPU_MATH if cpu else TORCH_MATH
     from eaft.ops import triton as triton_ops  # imports no triton until a kernel is needed
 
     reason = triton_ops.unavailable_reason(device)
@@ -121,7 +123,7 @@ def fused_linear_loss(
       `shifted=True` when labels[i] is already the target of hidden[i]. `ignore_index` positions are dropped.
     - `ref_hidden`/`ref_weight`/`ref_bias`: a frozen reference model's, for the KL in direction `reference_kl`.
     - `static_weights` (FLOW's) are aligned with `labels` as given and reach `token_weights` as `stats.static_weight`.
-    - `chunk_size`: label tokens per chunk (default: `default_chunk_size`, a memory budget per fp32 chunk).
+    - `chunk_size`: label tokens per chunk (default: `default_chunk_size`, a memory budget per chunk).
     Shape: hidden [B, S, H] or [T, H], weight [V, H], bias [V], labels [B, S] or [T] -> FusedLoss.
     """
     _check_inputs(hidden, weight, bias, labels, (ref_hidden, ref_weight))
@@ -141,7 +143,7 @@ def fused_linear_loss(
         kl_coef=float(kl_coef) if use_ref else 0.0,
         entropy=entropy or EntropySpec(),
         math=resolve_math(backend, hidden.device, reference_kl=direction if use_ref else None),
-        chunk_size=chunk_size or default_chunk_size(vocab, hidden.device),
+        chunk_size=chunk_size or default_chunk_size(vocab, hidden.device, weight.element_size()),
         num_items_in_batch=num_items_in_batch,
         needs_grad=tuple(grad_on and t is not None and t.requires_grad for t in (hidden_rows, weight, bias)),
     )

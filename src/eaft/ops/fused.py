@@ -41,13 +41,15 @@ from eaft.ops.stats import (
 )
 
 BACKENDS = ("auto", "torch", "triton")
-#: Lower bound on the bytes of one fp32 [chunk, V] logits buffer when `chunk_size` is not given. The torch path
-#: holds about four such buffers at its peak (logits, log-probs, probs, their gradient) beside the [V, H] fp32
-#: weight gradient. Just above 32 MiB, glibc's ceiling for its dynamic mmap threshold: every chunk buffer is then
-#: mmapped and returned to the system when freed. Smaller buffers land on the malloc heap, which on CPU was
-#: measured to fragment and grow to gigabytes over a step (benchmarks/loss_memory.py).
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+#: Bytes of the one [chunk, V] logits buffer (in the weight's dtype) of the CPU math (`eaft.ops.cpu`) when
+#: `chunk_size` is not given: it and [16, V] fp32 blocks are all the chunk math holds beside the fp32 weight
+#: gradient, so that at V=151,936 fp32 (160 rows) a step stays within 700 MB up to T=8192
+#: (benchmarks/loss_memory.py). Above 32 MiB, glibc's ceiling for its dynamic mmap threshold, the buffer is
+#: mmapped and given back when freed; smaller buffers on the malloc heap were seen to fragment it.
+CPU_CHUNK_BYTES = 96 * 2**20
 GPU_CHUNK_BYTES = 256 * 2**20
+#: Vocabulary rows per step of a 16-bit weight gradient's fp32 accumulation ([8192, H] products).
+WEIGHT_GRAD_BLOCK = 8192
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,8 @@ def linear(hidden: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | No
 
 
 def _torch_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> Tensor:
-    """The chunk's fp32 logits. On CPU, MKL runs a skinny chunk much faster with the vocabulary as the long side
-    (z.T = W @ h.T, then one transposing copy into `out`; measured 6.0 vs 9.7 ms per row at 56 rows)."""
-    if hidden.device.type != "cpu":
-        return linear(hidden, weight, bias, out).float()
-    zt = torch.mm(weight, hidden.to(weight.dtype).T)
-    if bias is not None:
-        zt += bias.to(weight.dtype)[:, None]
-    return out.copy_(zt.T).float()
+    """The chunk's fp32 logits, computed into `out`."""
+    return linear(hidden, weight, bias, out).float()
 
 
 TORCH_MATH = ChunkMath(
@@ -99,13 +95,15 @@ TORCH_MATH_REF_MODEL = ChunkMath(
 )
 
 
-def default_chunk_size(vocab: int, device: torch.device | str = "cpu") -> int:
-    """Rows per chunk. CPU: the fewest (a multiple of 8, 16 to 4096) whose fp32 [chunk, V] buffer exceeds
-    DEFAULT_CHUNK_BYTES. CUDA: about GPU_CHUNK_BYTES per buffer (the caching allocator reuses them; an untuned guess).
-    """
-    budget = GPU_CHUNK_BYTES if torch.device(device).type == "cuda" else DEFAULT_CHUNK_BYTES
-    rows = budget // (4 * max(vocab, 1)) + 1
-    return int(min(max(-(-rows // 8) * 8, 16), 4096))
+def default_chunk_size(vocab: int, device: torch.device | str = "cpu", itemsize: int = 4) -> int:
+    """Label tokens per chunk, a multiple of 8 from 16 to 4096. CPU: the most whose [chunk, V] buffer of
+    `itemsize`-byte elements (the weight's) fits CPU_CHUNK_BYTES. CUDA: about GPU_CHUNK_BYTES per fp32 buffer (the
+    caching allocator reuses them; an untuned guess)."""
+    if torch.device(device).type == "cuda":
+        rows = -(-(GPU_CHUNK_BYTES // (4 * max(vocab, 1)) + 1) // 8) * 8
+    else:
+        rows = CPU_CHUNK_BYTES // (itemsize * max(vocab, 1)) // 8 * 8
+    return int(min(max(rows, 16), 4096))
 
 
 #: Per-token weights from a chunk's (or, batch-global, the whole batch's) statistics. Shape: TokenStats of [n] -> [n].
@@ -175,14 +173,23 @@ class _Grads:
         return self.hidden is not None or self.weight is not None or self.bias is not None
 
     def add_chunk(self, grad_logits: Tensor, sl: slice, rows: _Rows) -> None:
-        """Back-propagate d(loss)/d(logits) of one chunk through the linear layer. Shape: [n, V]."""
+        """Back-propagate d(loss)/d(logits) of one chunk through the linear layer. Shape: [n, V], any layout."""
+        g = grad_logits.to(rows.weight.dtype)
         if self.hidden is not None:
             # (Wᵀ gᵀ)ᵀ rather than g W: the same product, faster for skinny chunks under MKL.
-            self.hidden[sl] = torch.mm(rows.weight.T, grad_logits.to(rows.weight.dtype).T).T.to(self.hidden.dtype)
+            self.hidden[sl] = torch.mm(rows.weight.T, g.T).T.to(self.hidden.dtype)
         if self.weight is not None:
-            self.weight.addmm_(grad_logits.T.float(), rows.hidden[sl].float())
+            hidden = rows.hidden[sl].to(g.dtype)
+            if g.dtype == torch.float32:
+                self.weight.addmm_(g.T, hidden)
+            else:
+                # 16-bit: the product in the weight's dtype (fp32 accumulation inside the matmul), added to the
+                # fp32 buffer a vocabulary block at a time, so no [V, chunk] or [V, H] fp32 copy is made.
+                for start in range(0, g.shape[1], WEIGHT_GRAD_BLOCK):
+                    block = slice(start, start + WEIGHT_GRAD_BLOCK)
+                    self.weight[block] += torch.mm(g.T[block], hidden)
         if self.bias is not None:
-            self.bias += grad_logits.float().sum(0)
+            self.bias += g.sum(0, dtype=torch.float32)
 
     def finish(self, rows: _Rows) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         weight = self.weight.to(rows.weight.dtype) if self.weight is not None else None
