@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eaft.evaluate import frontier
+from eaft.evaluate.report import main as report_main
 from eaft.evaluate.report import write_report
 
 
@@ -108,3 +109,17 @@ def test_runs_off_a_curve_give_no_frontier(tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps(result(name, target, {"mc": 40.0}, None)))
     table = write_report(tmp_path / "base", [tmp_path / "sft"], tmp_path / "report")
     assert "frontier" not in table and not (tmp_path / "report" / "frontier.md").exists()
+
+
+def test_the_reference_family_can_be_chosen(experiment_evals, tmp_path, capsys):
+    base, dirs = experiment_evals
+    write_report(base, dirs, tmp_path / "report", frontier_reference="eaft")
+    front = json.loads((tmp_path / "report" / "frontier.json").read_text())
+    mc = {p["level"]: p for p in front["measures"]["mc"]}
+    assert front["reference"] == "eaft" and set(mc[28.0]["verdicts"]) == {"sft"}
+    assert mc[28.0]["verdicts"]["sft"].startswith("below by")  # the mirror of eaft "above" sft
+    assert "*sft vs eaft*" in (tmp_path / "report" / "frontier.md").read_text()
+    with pytest.raises(ValueError, match="frontier reference 'dft' is not a run family here.*sft, eaft"):
+        write_report(base, dirs, tmp_path / "report2", frontier_reference="dft")
+    assert report_main([str(base), *map(str, dirs), "--out", str(tmp_path / "r3"), "--frontier-reference", "dft"]) == 2
+    assert "eaft report: frontier reference 'dft'" in capsys.readouterr().err

@@ -95,15 +95,20 @@ def verdict(gap: float, spread: float | None) -> str:
     return f"{'above' if gap > 0 else 'below'} by {abs(gap):.2f} (beyond seed spread {spread:.2f})"
 
 
-def frontier_table(table: dict[str, Any], runs: list[dict[str, Any]], target: str | None = None) -> dict[str, Any]:
-    """Matched-target comparison: per measure and level, each run's interpolated value, seed spreads, verdicts."""
+def frontier_table(
+    table: dict[str, Any], runs: list[dict[str, Any]], target: str | None = None, reference: str | None = None
+) -> dict[str, Any]:
+    """Matched-target comparison: per measure and level, each run's interpolated value, seed spreads, verdicts
+    against the `reference` family (default: the first run's)."""
     curves = build_curves(table, runs, target)
     if not curves:
         raise ValueError("no eval run carries a training curve (eaft eval --series/--step); no frontier")
     base_x = next(iter(curves.values()))["points"][0][1]
     levels = target_levels(base_x, curves)
     families = list(dict.fromkeys(c["family"] for c in curves.values()))
-    reference = families[0]
+    if reference is not None and reference not in families:
+        raise ValueError(f"frontier reference {reference!r} is not a run family here (families: {', '.join(families)})")
+    reference = reference or families[0]
     out_measures = {}
     for measure in general_measures(table):
         per_level = []

@@ -19,7 +19,7 @@ from typing import Any
 from eaft.errors import debugging
 from eaft.evaluate.cache import write_json_atomic
 from eaft.evaluate.tasks import GROUPS
-from eaft.io import save_figure
+from eaft.io import save_figure, write_text_atomic
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -222,9 +222,15 @@ def _curve_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_report(
-    base_dir: str | Path, run_dirs: list[str | Path], out: str | Path, *, frontier_target: str | None = None
+    base_dir: str | Path,
+    run_dirs: list[str | Path],
+    out: str | Path,
+    *,
+    frontier_target: str | None = None,
+    frontier_reference: str | None = None,
 ) -> dict[str, Any]:
-    """forgetting.md/.json/.png/.html; and frontier.md/.json/.png when the runs carry training curves."""
+    """forgetting.md/.json/.png/.html; and frontier.md/.json/.png when the runs carry training curves (compared
+    with the `frontier_reference` family, by default the first run's)."""
     from eaft.evaluate.frontier import frontier_markdown, frontier_png, frontier_table, has_curves
     from eaft.evaluate.html import forgetting_page
 
@@ -245,22 +251,16 @@ def write_report(
     table["plot"] = plot.name if plot else None
     front = None
     if has_curves(runs):
-        front = frontier_table(forgetting_table(base, runs), runs, frontier_target)
+        front = frontier_table(forgetting_table(base, runs), runs, frontier_target, frontier_reference)
         write_json_atomic(out / "frontier.json", front)
-        _write_markdown(out / "frontier.md", frontier_markdown(front))
+        write_text_atomic(out / "frontier.md", frontier_markdown(front))
         frontier_png(front, out / "frontier.png")
         table["frontier"] = "frontier.md"
     write_json_atomic(out / "forgetting.json", table)
-    _write_markdown(out / "forgetting.md", table_markdown(table))
+    write_text_atomic(out / "forgetting.md", table_markdown(table))
     folders = {base["run"]: Path(base_dir), **{run["run"]: Path(path) for run, path in zip(runs, others, strict=True)}}
-    _write_markdown(out / "forgetting.html", forgetting_page(table, out, folders, front))
+    write_text_atomic(out / "forgetting.html", forgetting_page(table, out, folders, front))
     return table
-
-
-def _write_markdown(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,10 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frontier-target", default=None, help="the target task on the frontier's x axis (default: the target avg)"
     )
+    parser.add_argument(
+        "--frontier-reference", default=None, help="the run family the others are compared with (default: the first)"
+    )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     base = args.base or args.runs[0]
     try:
-        table = write_report(base, args.runs, args.out, frontier_target=args.frontier_target)
+        table = write_report(
+            base, args.runs, args.out, frontier_target=args.frontier_target, frontier_reference=args.frontier_reference
+        )
     except (FileNotFoundError, ValueError) as err:
         if debugging():
             raise
