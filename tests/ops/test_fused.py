@@ -102,3 +102,28 @@ def test_a_vocabulary_past_one_block(dtype, case):
     assert_matches(ours, theirs, dtype)
     for mine, ref in zip(ours_grads, their_grads, strict=True):
         assert_matches(mine, ref, dtype)
+
+
+def test_cpu_math_gradient_after_its_statistics_and_after_a_recompute():
+    """The CPU math's statistics leave exp(z − max) in fp32 logits for the gradient to scale; logits recomputed
+    into the same buffer (the batch-global pass) are a new tensor and get the full formula. Both equal the spec."""
+    from eaft.ops.cpu import cpu_logits, cpu_logits_grad, cpu_statistics
+    from eaft.ops.stats import EntropySpec, chunk_logits_grad, chunk_statistics
+
+    gen = torch.Generator().manual_seed(7)
+    hidden, weight = torch.randn(12, 16, generator=gen), torch.randn(300, 16, generator=gen)
+    targets, grad_logprob = torch.randint(0, 300, (12,), generator=gen), -torch.rand(12, generator=gen)
+    spec = EntropySpec()
+    z_ref = hidden @ weight.T
+    lse_ref, logprob_ref, entropy_ref, _ = chunk_statistics(z_ref, targets, spec)
+    grad_ref = chunk_logits_grad(z_ref, targets, lse_ref, grad_logprob)
+    buffer = torch.empty(12, 300)
+    z = cpu_logits(hidden, weight, None, buffer)
+    lse, logprob, entropy, _ = cpu_statistics(z, targets, spec)
+    for ours, ref in ((lse, lse_ref), (logprob, logprob_ref), (entropy, entropy_ref)):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(z, z_ref)  # the buffer now holds exp(z − max)
+    torch.testing.assert_close(cpu_logits_grad(z, targets, lse, grad_logprob), grad_ref, rtol=1e-5, atol=1e-7)
+    cpu_statistics(cpu_logits(hidden, weight, None, buffer), targets, spec)  # statistics of a chunk, then dropped
+    recomputed = cpu_logits(hidden, weight, None, buffer)  # the same storage, a new tensor holding logits
+    torch.testing.assert_close(cpu_logits_grad(recomputed, targets, lse, grad_logprob), grad_ref, rtol=1e-5, atol=1e-7)

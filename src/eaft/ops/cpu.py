@@ -10,18 +10,27 @@ Why a CPU variant: the spec allocates three [chunk, V] fp32 temporaries per chun
   reused [VOCAB_BLOCK, chunk] buffers: the max, Σ exp and Σ exp · z (for the exact entropy). The top k come from
   the members of the k groups of TOPK_GROUP rows with the largest maxima (a full top-k over V cost as much as the
   logits' matmul).
-- d(loss)/d(logits) = p ⊙ (−g) + g at the target (the spec's `chunk_logits_grad`) is formed over the logits: in
-  place for fp32, a vocabulary block at a time in fp32 and rounded once for 16-bit weights.
+- d(loss)/d(logits) = p ⊙ (−g) + g at the target (the spec's `chunk_logits_grad`) is formed over the logits. In
+  fp32 the statistics leave exp(z − max) in the buffer, so the gradient is one scaling pass; for 16-bit weights
+  it is formed a vocabulary block at a time in fp32 and rounded once.
 With a reference model (sft_kl, asft) the spec's own functions run on the buffer (correct, not tuned).
 """
 
 from __future__ import annotations
+
+import threading
+import weakref
 
 import torch
 from torch import Tensor
 
 from eaft.ops.fused import ChunkMath
 from eaft.ops.stats import EntropySpec, chunk_logits_grad, chunk_statistics, normalized_entropy
+
+#: Set by `cpu_statistics` on fp32 logits, which it leaves as exp(z − max): (a weak reference to that z, the
+#: per-token Σ exp(z − max)); `cpu_logits_grad` on that same tensor then only scales it. Per thread, and matched by
+#: identity, so logits recomputed into the same buffer (the batch-global pass) are never mistaken for it.
+_EXP_LEFT = threading.local()
 
 #: Vocabulary rows per fp32 block of the statistics and of a 16-bit gradient ([2048, 160] fp32: 1.3 MB, in cache).
 VOCAB_BLOCK = 2048
@@ -78,24 +87,38 @@ def cpu_statistics(
     target_logit = zt[targets, torch.arange(n, device=z.device)].float()
     head, maxima, tail = _group_maxima(zt)
     peak = torch.cat([maxima, tail]).amax(0).float()
+    top = _top_values(head, maxima, tail, spec.k) if spec.mode == "topk" else None  # before zt is overwritten
     total = torch.zeros(n, dtype=torch.float32, device=z.device)
     weighted = torch.zeros_like(total)  # Σ exp(z − max) · (z − max), for the exact entropy
+    in_place = zt.dtype == torch.float32  # fp32: exp(z − max) is left in the buffer for the gradient
     shifted = torch.empty(min(VOCAB_BLOCK, vocab), n, dtype=torch.float32, device=z.device)
-    exp = torch.empty_like(shifted) if spec.mode == "full" else shifted
+    exp = torch.empty_like(shifted) if spec.mode == "full" or not in_place else shifted
     for rows in _vocab_blocks(vocab):
         size = rows.stop - rows.start
         torch.sub(zt[rows], peak, out=shifted[:size])
         torch.exp(shifted[:size], out=exp[:size])
         total += exp[:size].sum(0)
+        if in_place:
+            zt[rows].copy_(exp[:size])
         if spec.mode == "full":
             weighted += exp[:size].mul_(shifted[:size]).sum(0)
+    if in_place:
+        _EXP_LEFT.state = (weakref.ref(z), total)
     log_total = total.log()
     lse = peak + log_total
-    if spec.mode == "topk":
-        entropy = normalized_entropy(_top_values(head, maxima, tail, spec.k), spec)
+    if top is not None:
+        entropy = normalized_entropy(top, spec)
     else:  # H = −Σ p log p = log Σe − Σ e·(z − max) / Σe, with e = exp(z − max)
         entropy = ((log_total - weighted / total) / spec.scale).clamp(0.0, 1.0)
     return lse, target_logit - lse, entropy, None
+
+
+def _exp_left_in(z: Tensor) -> Tensor | None:
+    """Σ exp(z − max) per token if `cpu_statistics` left exp(z − max) in this very tensor `z`, else None."""
+    state, _EXP_LEFT.state = getattr(_EXP_LEFT, "state", None), None
+    if state is None or state[0]() is not z:
+        return None
+    return state[1]
 
 
 @torch.no_grad()
@@ -120,6 +143,11 @@ def cpu_logits_grad(
         return z.copy_(grad)
     zt = z.T
     cols = torch.arange(zt.shape[1], device=z.device)
+    total = _exp_left_in(z)
+    if total is not None:  # z holds exp(z − max): p ⊙ (−g) = exp(z − max) ⊙ (−g / Σ exp(z − max)), one pass
+        zt.mul_(-grad_logprob / total)
+        zt.index_put_((targets, cols), grad_logprob, accumulate=True)
+        return z
     scale = -grad_logprob
     if bool((scale < 0).any()):
         shift, sign = lse - scale.abs().log(), torch.where(scale < 0, -1.0, 1.0)

@@ -57,7 +57,9 @@ class ChunkMath:
     """The per-chunk math of one backend; `statistics` and `logits_grad` keep the signatures of the shared ones.
 
     `logits(h, W, b, out)` gives the chunk's logits in the dtype `statistics` reads, computed into `out` (a reused
-    [rows, V] buffer in the weight's dtype); `logits_grad` may overwrite them.
+    [rows, V] buffer in the weight's dtype); `logits_grad` may overwrite them, and so may `statistics` (the CPU
+    math leaves exp(z − max) there, which its `logits_grad` on the same tensor then only scales): after the
+    statistics, a chunk's logits serve only its gradient, or are recomputed.
     """
 
     name: str
