@@ -1,10 +1,10 @@
 """Throughput of `eaft analyze`'s statistics pass against a bare forward over the same tokens, on CPU.
 
-The analysis (one forward, the label tokens' logits from the loss module's fused path, fp32 chunked statistics: target probability, top-k
-and exact entropy, ‖softmax − onehot‖, then the SFT and EAFT weights) and a bare forward (`model(...).logits` at
-every position, nothing else) run on the same padded batches, alternating batch by batch, `--repeats` times after
-a warm-up. The figure is the median of the per-repeat ratios analysis / bare, so that load from other processes
-largely cancels.
+The analysis (one forward, the label tokens' logits from the loss module's fused path, fp32 chunked statistics:
+target probability, top-k and exact entropy, ‖softmax − onehot‖, then the SFT and EAFT weights) and a bare forward
+(`model(...).logits` at every position, nothing else) run on the same padded batches, alternating batch by batch,
+`--repeats` times after a warm-up. The figure is the median of the per-repeat ratios analysis / bare, so that
+load from other processes largely cancels.
 
     .venv/bin/python benchmarks/analyze_throughput.py                          # SmolLM2-135M, 64 domain rows
     .venv/bin/python benchmarks/analyze_throughput.py --data ../shared/data/alpaca/alpaca_subset_1k.jsonl \\
