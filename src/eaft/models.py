@@ -89,6 +89,14 @@ def strip_quantization(model: torch.nn.Module) -> None:
             del config.quantization_config
 
 
+def vocab_size(model: torch.nn.Module) -> int:
+    """Rows of the model's output embedding (the logits' width), else its config's vocab_size."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and isinstance(getattr(head, "weight", None), torch.Tensor):
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
 def resolve_model(name_or_path: str | None) -> str:
     """A loadable path or hub id: the default's cached folder for None/'default', else the argument."""
     return str(default_model_path()) if is_default(name_or_path) else str(name_or_path)

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from eaft.loss import ObjectiveLoss
+from eaft.models import vocab_size
 from eaft.ops import EntropySpec, chunk_statistics, label_rows, normalized_entropy
 
 IGNORE_INDEX = -100
@@ -100,7 +101,7 @@ def _batch_statistics(loss_module: ObjectiveLoss, model, samples, index, specs, 
     rows, targets = label_rows(labels, ignore_index=IGNORE_INDEX)
     if not rows.numel():
         return None
-    vocab = _vocab_size(model)
+    vocab = vocab_size(model)
     bad = (targets < 0) | (targets >= vocab)
     if bad.any():
         sample = int(index[int(rows[bad][0]) // labels.shape[1]])
@@ -117,13 +118,6 @@ def _batch_statistics(loss_module: ObjectiveLoss, model, samples, index, specs, 
     out["position"] = (rows % labels.shape[1] + 1).numpy()
     out["token_id"] = targets.numpy()
     return out
-
-
-def _vocab_size(model: torch.nn.Module) -> int:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is not None and isinstance(getattr(head, "weight", None), Tensor):
-        return int(head.weight.shape[0])
-    return int(model.config.vocab_size)
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from trl import SFTTrainer
 
 from eaft.loss import ObjectiveLoss, Reference, base_causal_lm
 from eaft.objectives import Objective, build_objective
-from eaft.ops.tokens import shift_labels
+from eaft.ops.tokens import label_rows
 from eaft.train.trainer import ObjectiveTrainer
 
 IGNORE_INDEX = -100
@@ -234,8 +234,7 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
 
         From the logits, or on the fused path from the captured hidden states times the lm_head, chunk by chunk.
         """
-        targets = shift_labels(inputs["labels"], IGNORE_INDEX).reshape(-1)
-        rows = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+        rows, targets = label_rows(inputs["labels"], ignore_index=IGNORE_INDEX)
         logits = _logits(outputs)
         if logits is not None:
             source, head = logits.reshape(-1, logits.shape[-1]), None
@@ -245,11 +244,11 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
         entropy_sum = torch.zeros((), dtype=torch.float32, device=rows.device)
         correct = torch.zeros((), dtype=torch.long, device=rows.device)
         for start in range(0, rows.numel(), METRIC_CHUNK):
-            idx = rows[start : start + METRIC_CHUNK]
-            z = (source[idx] if head is None else head(source[idx])).float()
+            part = slice(start, start + METRIC_CHUNK)
+            z = (source[rows[part]] if head is None else head(source[rows[part]])).float()
             logp = torch.log_softmax(z, dim=-1)
             entropy_sum += -(logp.exp() * logp).sum()
-            correct += (z.argmax(dim=-1) == targets[idx]).sum()
+            correct += (z.argmax(dim=-1) == targets[part]).sum()
         gather = self.accelerator.gather_for_metrics
         num_valid = gather(torch.tensor(rows.numel(), device=rows.device)).sum()
         entropy_sum, correct = gather(entropy_sum).sum(), gather(correct).sum()

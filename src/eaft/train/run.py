@@ -14,7 +14,7 @@ from eaft.data import CausalLMCollator, encode_dataset, pack_examples
 from eaft.data.sources import load_dataset_conversations, split_heldout
 from eaft.io import atomic_dir
 from eaft.loss import ObjectiveLoss, Reference
-from eaft.models import load_model, load_tokenizer
+from eaft.models import load_model, load_tokenizer, vocab_size
 from eaft.objectives import build_objective
 from eaft.train.config import TrainConfig
 from eaft.train.guard import RunGuard, Totals
@@ -98,9 +98,8 @@ def build_trainer(
     callbacks = [MetricsCallback(run_dir)]
     if args.checkpoint_steps:
         callbacks.append(CheckpointAtSteps(args.checkpoint_steps))
-    head = model.get_output_embeddings()
     guard = RunGuard(
-        vocab_size=head.weight.shape[0] if head is not None else int(model.config.vocab_size),
+        vocab_size=vocab_size(model),
         learning_rate=training.learning_rate,
         max_grad_norm=training.max_grad_norm,
         allow_non_finite=args.allow_non_finite,
