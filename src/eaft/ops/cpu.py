@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -135,7 +136,8 @@ def cpu_logits_grad(
 ) -> Tensor:
     """As `chunk_logits_grad` (p ⊙ (−g), plus g at the target), written over `z` in its own dtype and returned.
 
-    With −g ≥ 0 (every objective's weights are), p ⊙ (−g) = exp(z − (lse − log(−g))): two passes over the chunk.
+    After `cpu_statistics` on this z (fp32), one scaling pass. Otherwise (logits recomputed, 16-bit), with −g ≥ 0
+    (every objective's weights are) p ⊙ (−g) = exp(z − (lse − log(−g))): two passes over the chunk.
     """
     if ref_z is not None or not z.T.is_contiguous():
         ref = ref_z.float() if ref_z is not None else None
@@ -171,16 +173,11 @@ def cpu_logits_grad(
     return z
 
 
-def _cpu_math(reference_kl: str) -> ChunkMath:
-    def statistics(z, targets, spec, ref_z=None):
-        return cpu_statistics(z, targets, spec, ref_z, reference_kl=reference_kl)
-
-    def logits_grad(z, targets, lse, grad_logprob, ref_z=None, kl=None, grad_kl=None):
-        return cpu_logits_grad(z, targets, lse, grad_logprob, ref_z, kl, grad_kl, reference_kl=reference_kl)
-
-    return ChunkMath(name="torch", logits=cpu_logits, statistics=statistics, logits_grad=logits_grad)
-
-
-CPU_MATH = _cpu_math("model_ref")
+CPU_MATH = ChunkMath(name="torch", logits=cpu_logits, statistics=cpu_statistics, logits_grad=cpu_logits_grad)
 #: With the reference KL taken as KL(π_ref ‖ π_θ) (asft).
-CPU_MATH_REF_MODEL = _cpu_math("ref_model")
+CPU_MATH_REF_MODEL = ChunkMath(
+    name="torch",
+    logits=cpu_logits,
+    statistics=partial(cpu_statistics, reference_kl="ref_model"),
+    logits_grad=partial(cpu_logits_grad, reference_kl="ref_model"),
+)

@@ -5,10 +5,10 @@ softmax math and keeps everything else here.
 
 Design:
 - Rows whose label equals `ignore_index` are dropped before any matmul; the N label rows are cut into chunks of
-  `chunk_size`, and only one chunk's logits ([chunk, V], fp32) exist at a time.
-- Per chunk the shared `eaft.ops.stats.chunk_statistics` gives log-sum-exp, target log-prob, entropy (the
-  caller's `EntropySpec`) and the reference KL; `chunk_logits_grad` gives d(loss)/d(logits). Neither is
-  re-derived here, so the fused and materialized paths agree by construction.
+  `chunk_size`, and only one chunk's logits ([chunk, V]) exist at a time.
+- Per chunk the shared `eaft.ops.stats.chunk_statistics` (or its CPU twin in `eaft.ops.cpu`) gives log-sum-exp,
+  target log-prob, entropy (the caller's `EntropySpec`) and the reference KL; `chunk_logits_grad` gives
+  d(loss)/d(logits). Neither is re-derived here, so the fused and materialized paths agree by construction.
 - The per-token weights come from a callable on those statistics (an objective's `token_weights`): the op knows
   no objective.
 - Gradients are formed in the forward (as Liger-Kernel's fused linear cross-entropy does): each chunk's logits are
@@ -42,7 +42,7 @@ from eaft.ops.stats import (
 
 BACKENDS = ("auto", "torch", "triton")
 #: Bytes of the one [chunk, V] logits buffer (in the weight's dtype) of the CPU math (`eaft.ops.cpu`) when
-#: `chunk_size` is not given: it and [16, V] fp32 blocks are all the chunk math holds beside the fp32 weight
+#: `chunk_size` is not given: it and [2048, chunk] fp32 blocks are all the chunk math holds beside the fp32 weight
 #: gradient, so that at V=151,936 fp32 (160 rows) a step stays within 700 MB up to T=8192
 #: (benchmarks/loss_memory.py). Above 32 MiB, glibc's ceiling for its dynamic mmap threshold, the buffer is
 #: mmapped and given back when freed; smaller buffers on the malloc heap were seen to fragment it.
