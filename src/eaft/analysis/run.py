@@ -17,6 +17,7 @@ from eaft.analysis.outputs import write_json, write_table, write_text
 from eaft.analysis.report import annotate_top, render_report, set_summary, top_conflict_sequences
 from eaft.analysis.tokens import FULL_SPEC, TOPK_SPEC, entropy_column, token_statistics_table
 from eaft.fields import option
+from eaft.loss import FUSED_CHOICES
 
 
 @dataclass
@@ -64,7 +65,7 @@ class AnalyzeConfig:
             "grad_stat": ("mean", "sum"),
             "table_format": ("parquet", "jsonl"),
             "prob_axis": ("linear", "log"),
-            "fused_loss": ("auto", "true", "false"),
+            "fused_loss": FUSED_CHOICES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
