@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_help_into_a_closed_pipe_prints_no_traceback():
+    """With stdout block-buffered, as in a user's shell: PYTHONUNBUFFERED (set on some machines) hid the failure,
+    which came from the buffered rest of the 17 KB help being flushed at exit, after `head` had left."""
     shell = f"{sys.executable} -m eaft.cli train --help | head -1"
-    done = subprocess.run(["bash", "-c", shell], cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(["bash", "-c", shell], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert done.stdout.startswith("usage: eaft train")
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
 

@@ -41,7 +41,10 @@ def run_command(name: str, rest: list[str], debug: bool) -> int:
     """One error boundary for every command: known errors are one message and exit 2 (bad input) or 1."""
     try:
         module = importlib.import_module(COMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        # Inside the boundary: output still buffered when a reader has left (`| head`) fails here, not at exit.
+        sys.stdout.flush()
+        return code
     except BrokenPipeError:  # `eaft train --help | head`: the reader left; say nothing more
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
