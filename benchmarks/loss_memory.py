@@ -54,29 +54,27 @@ def split_method(method: str) -> tuple[str, int | None]:
 
 
 def matmul_floor(hidden, weight, chunk_size: int | None):
-    """The fused op's three matmuls per chunk, its layout and weight-gradient accumulation, and nothing else."""
+    """The fused op's three matmuls per chunk, its layout and weight-gradient accumulation, and nothing else: its
+    own gradient accumulator (`eaft.ops.fused._Grads`) fed each chunk's logits as a stand-in gradient."""
     import torch
 
     from eaft.ops import default_chunk_size
-    from eaft.ops.fused import WEIGHT_GRAD_BLOCK
+    from eaft.ops.fused import ScaledGrad, _Grads, _Rows
 
     h = hidden.detach().reshape(-1, HIDDEN)
     w = weight.detach()
     chunk = chunk_size or default_chunk_size(VOCAB, "cpu", w.element_size())
-    grad_w = torch.zeros(w.shape, dtype=torch.float32)
-    grad_h = torch.empty_like(h)
+    rows = _Rows(h, w, None, torch.zeros(h.shape[0], dtype=torch.long), None, None, None, None)
+    grads = _Grads(rows, (True, True, False))
     buffer = w.new_empty(chunk * VOCAB)
-    for start in range(0, h.shape[0], chunk):
-        part = h[start : start + chunk]
+    ones = torch.ones(chunk)
+    for sl in rows.chunks(chunk):
+        part = h[sl]
         zt = buffer[: VOCAB * part.shape[0]].view(VOCAB, part.shape[0])
         torch.mm(w, part.T, out=zt)  # the logits, transposed, as the CPU math lays them out
-        grad_h[start : start + chunk] = torch.mm(w.T, zt).T  # zt stands in for d(loss)/d(logits)
-        if zt.dtype == torch.float32:
-            grad_w.addmm_(zt, part)
-        else:
-            for row in range(0, VOCAB, WEIGHT_GRAD_BLOCK):
-                grad_w[row : row + WEIGHT_GRAD_BLOCK] += torch.mm(zt[row : row + WEIGHT_GRAD_BLOCK], part)
-    weight.grad, hidden.grad = grad_w.to(w.dtype), grad_h.reshape(hidden.shape)
+        grads.add_chunk(ScaledGrad(zt.T, ones[: part.shape[0]]), sl, rows)  # as the CPU math hands on its gradient
+    grad_h, grad_w, _ = grads.finish()
+    weight.grad, hidden.grad = grad_w, grad_h.reshape(hidden.shape)
     return None
 
 

@@ -94,8 +94,8 @@ def test_chunk_sizes_that_do_and_do_not_divide_the_label_count(chunk_size):
 @pytest.mark.parametrize("case", ["eaft", "eaft_full_alpha2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_vocabulary_past_one_block(dtype, case):
-    """V = 8200 spans two vocabulary blocks (8192 rows each) of the CPU math's statistics and 16-bit gradient, and
-    of the 16-bit weight gradient's fp32 accumulation; the second block holds fewer rows than the top k."""
+    """V = 8200 spans five vocabulary blocks (2048 rows) of the CPU math's statistics and two (8192 rows) of the
+    16-bit weight gradient's products; the last block of each holds fewer rows than the top k."""
     inputs, labels = make_inputs(1, 45, 8, 8200, seed=5, dtype=dtype)
     ours, ours_grads, _ = run_fused(case, inputs, labels, chunk_size=24)
     theirs, their_grads = run_reference(case, inputs, labels, upcast=dtype != torch.float32)
@@ -104,26 +104,65 @@ def test_a_vocabulary_past_one_block(dtype, case):
         assert_matches(mine, ref, dtype)
 
 
-def test_cpu_math_gradient_after_its_statistics_and_after_a_recompute():
-    """The CPU math's statistics leave exp(z − max) in fp32 logits for the gradient to scale; logits recomputed
-    into the same buffer (the batch-global pass) are a new tensor and get the full formula. Both equal the spec."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["topk", "full"])
+def test_cpu_math_gradient_after_its_statistics_and_after_a_recompute(mode, dtype):
+    """The CPU math's statistics leave exp(z − max) in the logits, and its gradient is that buffer with new values
+    at the targets times a per-token scale; logits recomputed into the same buffer (the batch-global pass) are a
+    new tensor and get the full formula. Both equal the spec, confident tokens (p(y) near 1) included."""
     from eaft.ops.cpu import cpu_logits, cpu_logits_grad, cpu_statistics
+    from eaft.ops.fused import ScaledGrad
     from eaft.ops.stats import EntropySpec, chunk_logits_grad, chunk_statistics
 
     gen = torch.Generator().manual_seed(7)
-    hidden, weight = torch.randn(12, 16, generator=gen), torch.randn(300, 16, generator=gen)
-    targets, grad_logprob = torch.randint(0, 300, (12,), generator=gen), -torch.rand(12, generator=gen)
-    spec = EntropySpec()
-    z_ref = hidden @ weight.T
+    hidden, weight = torch.randn(12, 16, generator=gen), torch.randn(3000, 16, generator=gen)
+    targets = torch.randint(0, 3000, (12,), generator=gen)
+    grad_logprob = torch.cat([-torch.rand(11, generator=gen), torch.tensor([0.5])])  # one negative weight
+    hidden[0] *= 12.0
+    targets[0] = (hidden[0] @ weight.T).argmax()  # confident and right: 1 − p(y) ≈ 3e-4
+    hidden, weight = hidden.to(dtype), weight.to(dtype)
+    spec = EntropySpec(mode=mode)
+    z_ref = hidden.float() @ weight.float().T if dtype == torch.float32 else (hidden @ weight.T).float()
     lse_ref, logprob_ref, entropy_ref, _ = chunk_statistics(z_ref, targets, spec)
-    grad_ref = chunk_logits_grad(z_ref, targets, lse_ref, grad_logprob)
-    buffer = torch.empty(12, 300)
+    assert 1e-4 < -torch.expm1(logprob_ref[0]) < 1e-3
+    z64 = z_ref.double()  # the exact gradient: the spec's fp32 p · (−g) + g cancels where p(y) ≈ 1
+    grad_ref = chunk_logits_grad(z64, targets, z64.logsumexp(1), grad_logprob.double()).float()
+    grad_spec = chunk_logits_grad(z_ref, targets, lse_ref, grad_logprob)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=0.01, atol=2e-3)
+    buffer = torch.empty(12, 3000, dtype=dtype)
     z = cpu_logits(hidden, weight, None, buffer)
     lse, logprob, entropy, _ = cpu_statistics(z, targets, spec)
     for ours, ref in ((lse, lse_ref), (logprob, logprob_ref), (entropy, entropy_ref)):
-        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(z, z_ref)  # the buffer now holds exp(z − max)
-    torch.testing.assert_close(cpu_logits_grad(z, targets, lse, grad_logprob), grad_ref, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(z.float(), z_ref)  # the buffer now holds exp(z − max)
+    grad = cpu_logits_grad(z, targets, lse, grad_logprob)
+    assert isinstance(grad, ScaledGrad) and grad.values.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(grad.dense(), grad_ref, **tol)
+    # g · (1 − p(y)) at the targets, tiny where confident, to 0.1% (the spec's fp32 is off by 1% at 1 − p(y) ≈ 3e-4,
+    # and a bf16 p(y) by more than the value)
+    rows = torch.arange(12)
+    rtol = 1e-3 if dtype == torch.float32 else 0.01
+    torch.testing.assert_close(grad.dense()[rows, targets], grad_ref[rows, targets], rtol=rtol, atol=1e-12)
     cpu_statistics(cpu_logits(hidden, weight, None, buffer), targets, spec)  # statistics of a chunk, then dropped
     recomputed = cpu_logits(hidden, weight, None, buffer)  # the same storage, a new tensor holding logits
-    torch.testing.assert_close(cpu_logits_grad(recomputed, targets, lse, grad_logprob), grad_ref, rtol=1e-5, atol=1e-7)
+    # from lse alone, as precise at the targets as the spec
+    torch.testing.assert_close(cpu_logits_grad(recomputed, targets, lse, grad_logprob).dense(), grad_spec, **tol)
+
+
+@pytest.mark.parametrize("chunk_size", [5, 16, None])
+def test_bf16_weight_gradient_over_several_slabs_and_chunks(monkeypatch, chunk_size):
+    """The 16-bit weight gradient's fp32 sums in slabs of whole blocks (here 4 slabs of 2 × 16 rows, the last
+    partial): first chunk written, middle ones added, the last rounded into the result; one chunk (None) goes
+    straight to the result. Loss and all gradients match the upcast reference."""
+    import eaft.ops.fused as fused
+
+    monkeypatch.setattr(fused, "WEIGHT_GRAD_BLOCK", 16)
+    monkeypatch.setattr(fused, "WEIGHT_GRAD_SLAB_BYTES", 4 * 16 * 12 * 2)
+    inputs, labels = make_inputs(2, 17, 12, 100, seed=11, dtype=torch.bfloat16)
+    for case in ("eaft", "talr"):
+        ours, ours_grads, _ = run_fused(case, inputs, labels, chunk_size=chunk_size)
+        theirs, their_grads = run_reference(case, inputs, labels, upcast=True)
+        assert_matches(ours, theirs, torch.bfloat16)
+        for mine, ref in zip(ours_grads, their_grads, strict=True):
+            assert mine.dtype == torch.bfloat16
+            assert_matches(mine, ref, torch.bfloat16)

@@ -10,9 +10,11 @@ Why a CPU variant: the spec allocates three [chunk, V] fp32 temporaries per chun
   reused [VOCAB_BLOCK, chunk] buffers: the max, Σ exp and Σ exp · z (for the exact entropy). The top k come from
   the members of the k groups of TOPK_GROUP rows with the largest maxima (a full top-k over V cost as much as the
   logits' matmul).
-- d(loss)/d(logits) = p ⊙ (−g) + g at the target (the spec's `chunk_logits_grad`) is formed over the logits. In
-  fp32 the statistics leave exp(z − max) in the buffer, so the gradient is one scaling pass; for 16-bit weights
-  it is formed a vocabulary block at a time in fp32 and rounded once.
+- The statistics leave exp(z − max) in the buffer (in fp32 blocks, rounded to its dtype). d(loss)/d(logits) =
+  p ⊙ (−g) + g at the target (the spec's `chunk_logits_grad`) is then that buffer, with Σe · (p(y) − 1) written
+  at each target, times the per-token scale −g / Σe: a `ScaledGrad`, whose scale the gradient products fold into
+  their [n, H] operands. So after the logits' matmul the chunk is read twice from memory (the group maxima; the
+  exp) and written once, and no pass over [V, chunk] forms the gradient.
 With a reference model (sft_kl, asft) the spec's own functions run on the buffer (correct, not tuned).
 """
 
@@ -25,15 +27,16 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from eaft.ops.fused import ChunkMath
+from eaft.ops.fused import ChunkMath, ScaledGrad
 from eaft.ops.stats import EntropySpec, chunk_logits_grad, chunk_statistics, normalized_entropy
 
-#: Set by `cpu_statistics` on fp32 logits, which it leaves as exp(z − max): (a weak reference to that z, the
-#: per-token Σ exp(z − max)); `cpu_logits_grad` on that same tensor then only scales it. Per thread, and matched by
-#: identity, so logits recomputed into the same buffer (the batch-global pass) are never mistaken for it.
+#: Set by `cpu_statistics`, which leaves exp(z − max) in the logits: (a weak reference to that z, the per-token
+#: Σ exp(z − max), the value the gradient needs at each target); `cpu_logits_grad` on that same tensor then writes
+#: only the targets. Per thread, and matched by identity, so logits recomputed into the same buffer (the
+#: batch-global pass) are never mistaken for it.
 _EXP_LEFT = threading.local()
 
-#: Vocabulary rows per fp32 block of the statistics and of a 16-bit gradient ([2048, 160] fp32: 1.3 MB, in cache).
+#: Vocabulary rows per fp32 block of the statistics and of a recomputed 16-bit gradient ([2048, 160] fp32: 1.3 MB).
 VOCAB_BLOCK = 2048
 #: Vocabulary rows per group of the top-k search: the k largest logits lie in the k groups with the largest maxima.
 TOPK_GROUP = 64
@@ -77,7 +80,10 @@ def _top_values(head: Tensor, maxima: Tensor, tail: Tensor, k: int) -> Tensor:
 def cpu_statistics(
     z: Tensor, targets: Tensor, spec: EntropySpec, ref_z: Tensor | None = None, *, reference_kl: str = "model_ref"
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """As `chunk_statistics`. Shape: z [n, V] (a transposed view of [V, n], any float dtype) -> 4 × [n] fp32."""
+    """As `chunk_statistics`. Shape: z [n, V] (a transposed view of [V, n], any float dtype) -> 4 × [n] fp32.
+
+    Leaves exp(z − max) in `z` (rounded to its dtype), for `cpu_logits_grad` on this same tensor.
+    """
     if ref_z is not None or not z.T.is_contiguous():
         ref = ref_z.float() if ref_z is not None else None
         return chunk_statistics(z.float(), targets, spec, ref, reference_kl=reference_kl)
@@ -91,35 +97,40 @@ def cpu_statistics(
     top = _top_values(head, maxima, tail, spec.k) if spec.mode == "topk" else None  # before zt is overwritten
     total = torch.zeros(n, dtype=torch.float32, device=z.device)
     weighted = torch.zeros_like(total)  # Σ exp(z − max) · (z − max), for the exact entropy
-    in_place = zt.dtype == torch.float32  # fp32: exp(z − max) is left in the buffer for the gradient
-    shifted = torch.empty(min(VOCAB_BLOCK, vocab), n, dtype=torch.float32, device=z.device)
-    exp = torch.empty_like(shifted) if spec.mode == "full" or not in_place else shifted
+    fp32, full = zt.dtype == torch.float32, spec.mode == "full"
+    block_shape = (min(VOCAB_BLOCK, vocab), n)
+    shifted = torch.empty(block_shape, dtype=torch.float32, device=z.device) if full or not fp32 else None
+    exp = torch.empty(block_shape, dtype=torch.float32, device=z.device) if full and not fp32 else None
     for rows in _vocab_blocks(vocab):
-        size = rows.stop - rows.start
-        torch.sub(zt[rows], peak, out=shifted[:size])
-        torch.exp(shifted[:size], out=exp[:size])
-        total += exp[:size].sum(0)
-        if in_place:
-            zt[rows].copy_(exp[:size])
-        if spec.mode == "full":
-            weighted += exp[:size].mul_(shifted[:size]).sum(0)
-    if in_place:
-        _EXP_LEFT.state = (weakref.ref(z), total)
+        block, size = zt[rows], rows.stop - rows.start
+        if fp32 and not full:  # exp(z − max) formed in the buffer itself
+            total += block.sub_(peak).exp_().sum(0)
+            continue
+        part = torch.sub(block, peak, out=shifted[:size])  # z − max, in fp32
+        e = block if fp32 else (exp[:size] if full else part)  # where exp(z − max) goes first
+        total += torch.exp(part, out=e).sum(0)
+        if full:
+            weighted += part.mul_(e).sum(0)
+        if not fp32:
+            block.copy_(e)  # rounded into the 16-bit buffer
     log_total = total.log()
     lse = peak + log_total
+    logprob = (target_logit - peak) - log_total  # not z_y − lse: exact to log Σe's rounding where p(y) ≈ 1
+    # What the gradient needs at each target instead of exp(z_y − max): Σe · (p(y) − 1), exact near p(y) = 1.
+    _EXP_LEFT.state = (weakref.ref(z), total, total * torch.expm1(logprob))
     if top is not None:
         entropy = normalized_entropy(top, spec)
     else:  # H = −Σ p log p = log Σe − Σ e·(z − max) / Σe, with e = exp(z − max)
         entropy = ((log_total - weighted / total) / spec.scale).clamp(0.0, 1.0)
-    return lse, target_logit - lse, entropy, None
+    return lse, logprob, entropy, None
 
 
-def _exp_left_in(z: Tensor) -> Tensor | None:
-    """Σ exp(z − max) per token if `cpu_statistics` left exp(z − max) in this very tensor `z`, else None."""
+def _exp_left_in(z: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(Σ exp(z − max), the target values) per token if `cpu_statistics` left exp(z − max) in this very `z`."""
     state, _EXP_LEFT.state = getattr(_EXP_LEFT, "state", None), None
     if state is None or state[0]() is not z:
         return None
-    return state[1]
+    return state[1], state[2]
 
 
 @torch.no_grad()
@@ -133,11 +144,12 @@ def cpu_logits_grad(
     grad_kl: Tensor | None = None,
     *,
     reference_kl: str = "model_ref",
-) -> Tensor:
-    """As `chunk_logits_grad` (p ⊙ (−g), plus g at the target), written over `z` in its own dtype and returned.
+) -> Tensor | ScaledGrad:
+    """As `chunk_logits_grad` (p ⊙ (−g), plus g at the target), written over `z` in its own dtype.
 
-    After `cpu_statistics` on this z (fp32), one scaling pass. Otherwise (logits recomputed, 16-bit), with −g ≥ 0
-    (every objective's weights are) p ⊙ (−g) = exp(z − (lse − log(−g))): two passes over the chunk.
+    Returned as a `ScaledGrad`: values p (or exp(z − max)) with p(y) − 1 at each target, and the per-token scale
+    −g (or −g / Σ exp(z − max)), which the gradient products fold into their [n, H] operands. After
+    `cpu_statistics` on this z, only the targets are written; logits recomputed take one exp pass.
     """
     if ref_z is not None or not z.T.is_contiguous():
         ref = ref_z.float() if ref_z is not None else None
@@ -145,32 +157,21 @@ def cpu_logits_grad(
         return z.copy_(grad)
     zt = z.T
     cols = torch.arange(zt.shape[1], device=z.device)
-    total = _exp_left_in(z)
-    if total is not None:  # z holds exp(z − max): p ⊙ (−g) = exp(z − max) ⊙ (−g / Σ exp(z − max)), one pass
-        zt.mul_(-grad_logprob / total)
-        zt.index_put_((targets, cols), grad_logprob, accumulate=True)
-        return z
-    scale = -grad_logprob
-    if bool((scale < 0).any()):
-        shift, sign = lse - scale.abs().log(), torch.where(scale < 0, -1.0, 1.0)
-    else:
-        shift, sign = lse - scale.log(), None  # log 0 = −inf: a zero weight gives a zero row
+    left = _exp_left_in(z)
+    if left is not None:  # z holds e = exp(z − max): g = e ⊙ (−g / Σe), with Σe · (p(y) − 1) at the target
+        total, at_target = left
+        zt[targets, cols] = at_target.to(zt.dtype)
+        return ScaledGrad(z, -grad_logprob / total)
+    at_target = torch.expm1(zt[targets, cols].float() - lse)  # p(y) − 1
     if zt.dtype == torch.float32:
-        zt.sub_(shift).exp_()
-        if sign is not None:
-            zt.mul_(sign)
-        zt.index_put_((targets, cols), grad_logprob, accumulate=True)
-        return z
-    block = torch.empty(min(VOCAB_BLOCK, zt.shape[0]), zt.shape[1], dtype=torch.float32, device=z.device)
-    for rows in _vocab_blocks(zt.shape[0]):  # 16-bit: in fp32 a block at a time, rounded once
-        part = block[: rows.stop - rows.start]
-        torch.sub(zt[rows], shift, out=part).exp_()
-        if sign is not None:
-            part.mul_(sign)
-        inside = (targets >= rows.start) & (targets < rows.stop)
-        part.index_put_((targets[inside] - rows.start, cols[inside]), grad_logprob[inside], accumulate=True)
-        zt[rows].copy_(part)
-    return z
+        zt.sub_(lse).exp_()
+    else:
+        block = torch.empty(min(VOCAB_BLOCK, zt.shape[0]), zt.shape[1], dtype=torch.float32, device=z.device)
+        for rows in _vocab_blocks(zt.shape[0]):  # 16-bit: in fp32 a block at a time, rounded once
+            part = block[: rows.stop - rows.start]
+            zt[rows].copy_(torch.sub(zt[rows], lse, out=part).exp_())
+    zt[targets, cols] = at_target.to(zt.dtype)
+    return ScaledGrad(z, -grad_logprob)
 
 
 CPU_MATH = ChunkMath(name="torch", logits=cpu_logits, statistics=cpu_statistics, logits_grad=cpu_logits_grad)
