@@ -1,10 +1,17 @@
-"""GPU check and benchmark of the fused op: Triton vs torch backends vs materialized logits vs Liger-Kernel's FLCE.
+"""GPU check and benchmark of the fused op: Triton vs torch backends vs materialized logits vs two peers.
 
 Not yet run on a GPU (no device was available when it was written). Part 1 checks the Triton backend against the
 materialized loss for every objective (fp32 with TF32 off, and bf16 params). Part 2 times one forward+backward
 (median of --repeats after 2 warm-ups) and the peak CUDA memory above the inputs
-(torch.cuda.max_memory_allocated), for each method and T. Liger's FLCE is included when `liger_kernel` imports
-(cross-entropy only). Results: a Markdown table on stdout and JSON at --out.
+(torch.cuda.max_memory_allocated), for each method and T, in bf16 and fp32. The peers, each when it imports
+(cross-entropy only): Liger-Kernel's `LigerFusedLinearCrossEntropyLoss` and cut-cross-entropy's
+`linear_cross_entropy`. Results: a Markdown table on stdout, the goal sheet after it, and JSON at --out.
+
+The goal sheet, for the Triton backend's `sft`, `eaft_topk` and `eaft_full` at each T and dtype (the CPU goals of
+`benchmarks/loss_memory.py`, issue "fused loss op: as fast as materialized CE at a sixth of its memory"):
+- time ≤ 1.00× `ce_materialized` (bf16 logits upcast to fp32 before `F.cross_entropy`, as transformers does);
+- peak ≤ 1/4 of `ce_materialized`'s peak in bf16, ≤ 1/6 in fp32.
+Each line says met or missed, with the peers' figures beside it.
 
     python benchmarks/gpu_fused.py --out gpu_fused.json            # about 3-5 minutes on one H100
 """
@@ -111,14 +118,51 @@ def methods(labels):
         table[f"fused_triton_eaft_topk_chunk{chunk}"] = lambda h, w, c=chunk: fused_linear_objective(
             h, w, labels, eaft_topk, backend="triton", chunk_size=c
         )[0]
+    targets = shift_labels(labels).reshape(-1)
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         liger = LigerFusedLinearCrossEntropyLoss()
-        table["liger_flce"] = lambda h, w: liger(w, h.reshape(-1, HIDDEN), shift_labels(labels).reshape(-1))
+        table["liger_flce"] = lambda h, w: liger(w, h.reshape(-1, HIDDEN), targets)
     except ImportError as err:
         print(f"liger_kernel not importable ({err}); no Liger row", file=sys.stderr)
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+
+        table["cut_cross_entropy"] = lambda h, w: linear_cross_entropy(h.reshape(-1, HIDDEN), w, targets)
+    except ImportError as err:
+        print(f"cut_cross_entropy not importable ({err}); no cut-cross-entropy row", file=sys.stderr)
     return table
+
+
+#: The goal sheet's methods and bounds: time ≤ TIME_GOAL × ce; peak ≤ PEAK_GOAL[dtype] × ce's peak.
+GOAL_METHODS = ("fused_triton_sft", "fused_triton_eaft_topk", "fused_triton_eaft_full")
+PEERS = ("liger_flce", "cut_cross_entropy")
+TIME_GOAL = 1.00
+PEAK_GOAL = {str(torch.bfloat16): 1 / 4, str(torch.float32): 1 / 6}
+
+
+def goal_sheet(bench: list[dict]) -> list[str]:
+    """One line per goal method, T and dtype: its time and peak against CE's, met or missed, and the peers'."""
+    ce = {(r["tokens"], r["dtype"]): r for r in bench if r["method"] == "ce_materialized"}
+    lines = []
+    for row in bench:
+        key = (row["tokens"], row["dtype"])
+        if row["method"] not in GOAL_METHODS or key not in ce:
+            continue
+        time_ratio, peak_ratio = row["ms"] / ce[key]["ms"], row["peak_mb"] / max(ce[key]["peak_mb"], 1e-9)
+        ok = time_ratio <= TIME_GOAL and peak_ratio <= PEAK_GOAL[row["dtype"]]
+        peers = [
+            f"{r['method']} {r['ms'] / ce[key]['ms']:.2f}× / {r['peak_mb'] / max(ce[key]['peak_mb'], 1e-9):.3f}"
+            for r in bench
+            if r["method"] in PEERS and (r["tokens"], r["dtype"]) == key
+        ]
+        lines.append(
+            f"- {row['method']} T={row['tokens']} {row['dtype']}: time {time_ratio:.2f}× ce (goal ≤ {TIME_GOAL:.2f}), "
+            f"peak {peak_ratio:.3f} of ce's (goal ≤ {PEAK_GOAL[row['dtype']]:.3f}): {'met' if ok else 'MISSED'}"
+            + (f"; peers {', '.join(peers)}" if peers else "")
+        )
+    return lines
 
 
 def one_run(fn, hidden, weight) -> tuple[float, float]:
@@ -180,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['method']} | {row['tokens']} | {row['dtype']} | {row['ms']:.1f} | {ratio:.2f} "
             f"| {row['peak_mb']:.0f} |"
         )
+    results["goals"] = goal_sheet(results["bench"])
+    print("\nGoal sheet (time × ce, peak as a share of ce's):\n" + "\n".join(results["goals"]))
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(args.out)
