@@ -2,9 +2,10 @@
 
 Methods: materialized logits + F.cross_entropy (`ce`; in bf16 the logits are upcast to fp32 first, as transformers'
 loss does), materialized logits + our EAFT loss (`eaft_materialized`, `causal_lm_objective_loss`), the fused op
-(`fused_sft`, `fused_eaft_topk`, `fused_eaft_full`), and `floor`: the fused op's three matmuls alone (the logits,
-the hidden gradient and the weight gradient) at its own chunking and layout, with no softmax, i.e. the least a
-chunked op can cost.
+(`fused_sft`, `fused_eaft_topk`, `fused_eaft_full`; and the batch-global `fused_masked_sft`, `fused_talr`, whose
+weights need every token's statistics first, so their chunks' logits are computed twice), and `floor`: the fused
+op's three matmuls alone (the logits, the hidden gradient and the weight gradient) at its own chunking and layout,
+with no softmax, i.e. the least a chunked op can cost.
 
 Each measurement runs in a fresh Python process (one method, one T), methods one after another, never in
 parallel. Memory: the process's peak resident set size (VmHWM) during the forward+backward minus its resident size
@@ -27,7 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("ce", "eaft_materialized", "fused_sft", "fused_eaft_topk", "fused_eaft_full", "floor")
+METHODS = (
+    "ce",
+    "eaft_materialized",
+    "fused_sft",
+    "fused_eaft_topk",
+    "fused_eaft_full",
+    "fused_masked_sft",
+    "fused_talr",
+    "floor",
+)
 DTYPES = ("float32", "bfloat16")
 HIDDEN, VOCAB = 896, 151936  # Qwen2.5-0.5B's hidden size and vocabulary
 
@@ -101,6 +111,11 @@ def worker(method: str, tokens: int, chunk_size: int | None, dtype: str = "float
         "fused_sft": lambda: fused_linear_objective(hidden, weight, labels, "sft", chunk_size=chunk_size)[0],
         "fused_eaft_topk": lambda: fused_linear_objective(hidden, weight, labels, eaft_topk, chunk_size=chunk_size)[0],
         "fused_eaft_full": lambda: fused_linear_objective(hidden, weight, labels, eaft_full, chunk_size=chunk_size)[0],
+        # Batch-global weights: a statistics pass, then a gradient pass that recomputes each chunk's logits.
+        "fused_masked_sft": lambda: fused_linear_objective(hidden, weight, labels, "masked_sft", chunk_size=chunk_size)[
+            0
+        ],
+        "fused_talr": lambda: fused_linear_objective(hidden, weight, labels, "talr", chunk_size=chunk_size)[0],
         "floor": lambda: matmul_floor(hidden, weight, chunk_size),
     }[method]
     base_kb = _proc_status_kb("VmRSS")
