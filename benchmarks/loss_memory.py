@@ -73,7 +73,7 @@ def matmul_floor(hidden, weight, chunk_size: int | None):
 
     h = hidden.detach().reshape(-1, HIDDEN)
     w = weight.detach()
-    chunk = chunk_size or default_chunk_size(VOCAB, "cpu", w.element_size())
+    chunk = chunk_size or default_chunk_size(VOCAB, "cpu", w.element_size(), rows=h.shape[0], hidden_size=HIDDEN)
     rows = _Rows(h, w, None, torch.zeros(h.shape[0], dtype=torch.long), None, None, None, None)
     grads = _Grads(rows, (True, True, False))
     buffer = w.new_empty(chunk * VOCAB)

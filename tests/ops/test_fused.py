@@ -166,3 +166,19 @@ def test_bf16_weight_gradient_over_several_slabs_and_chunks(monkeypatch, chunk_s
         for mine, ref in zip(ours_grads, their_grads, strict=True):
             assert mine.dtype == torch.bfloat16
             assert_matches(mine, ref, torch.bfloat16)
+
+
+def test_default_chunk_takes_a_16_bit_step_whole_up_to_twice_the_hidden_size():
+    """One chunk spares a 16-bit weight gradient its fp32 slabs (4·V·H bytes); its [N, V] buffer is no larger up
+    to N = 2·H. fp32 (no slabs), CUDA and longer steps keep the byte budget; a configured chunk is never touched."""
+    from eaft.ops import default_chunk_size
+
+    vocab = 151_936
+    assert default_chunk_size(vocab, "cpu", 4) == 160
+    assert default_chunk_size(vocab, "cpu", 2) == 328
+    assert default_chunk_size(vocab, "cpu", 2, rows=1001, hidden_size=896) == 1008
+    assert default_chunk_size(vocab, "cpu", 2, rows=1792, hidden_size=896) == 1792
+    assert default_chunk_size(vocab, "cpu", 2, rows=1793, hidden_size=896) == 328
+    assert default_chunk_size(vocab, "cpu", 2, rows=100, hidden_size=896) == 328  # the budget when it is larger
+    assert default_chunk_size(vocab, "cpu", 4, rows=1001, hidden_size=896) == 160
+    assert default_chunk_size(vocab, "cuda", 2, rows=1001, hidden_size=896) == default_chunk_size(vocab, "cuda", 2)

@@ -143,7 +143,10 @@ def fused_linear_loss(
         kl_coef=float(kl_coef) if use_ref else 0.0,
         entropy=entropy or EntropySpec(),
         math=resolve_math(backend, hidden.device, reference_kl=direction if use_ref else None),
-        chunk_size=chunk_size or default_chunk_size(vocab, hidden.device, weight.element_size()),
+        chunk_size=chunk_size
+        or default_chunk_size(
+            vocab, hidden.device, weight.element_size(), rows=targets.numel(), hidden_size=weight.shape[1]
+        ),
         num_items_in_batch=num_items_in_batch,
         needs_grad=tuple(grad_on and t is not None and t.requires_grad for t in (hidden_rows, weight, bias)),
     )
