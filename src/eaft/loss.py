@@ -4,7 +4,7 @@ holds `chunk_size` and `backend`, and sums the step statistics.
 - Materialized: the model's own logits, the statistics read chunk by chunk in fp32 (any model, any logit transform).
 - Fused: the decoder's last hidden states times the lm_head inside `eaft.ops`, never the [B, S, V] logits.
 Both end in `eaft.objectives.loss`, so every objective trains the same way on either. `chunk_size` means label
-tokens per fp32 chunk on both, and in `eaft analyze`; its default is the fused op's memory budget
+tokens per chunk (read in fp32) on both, and in `eaft analyze`; its default is the fused op's memory budget
 (`eaft.ops.default_chunk_size`) when fused, else `eaft.ops.LOGITS_CHUNK_TOKENS`.
 
 `eaft train`'s Trainer subclass, TRL's `EaftSFTTrainer`, the `compute_loss_func` adapter (`ObjectiveLossFunc`)

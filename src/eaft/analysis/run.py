@@ -52,7 +52,7 @@ class AnalyzeConfig:
     batch_tokens: int = option(2048, "Padded tokens per forward batch.")
     max_batch: int = option(32, "Samples per forward batch at most.")
     chunk_size: int | None = option(
-        None, "Label tokens per fp32 statistics chunk, as in eaft train (default: the fused op's budget, else 1024)."
+        None, "Label tokens per statistics chunk, as in eaft train (default: the fused op's budget, else 1024)."
     )
     fused_loss: str = option("auto", "Label logits from the hidden states chunk by chunk (auto/true) or the model's.")
     generate_batch: int = option(8, "Prompts per generation batch.")

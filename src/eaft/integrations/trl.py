@@ -104,7 +104,7 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
     """`trl.SFTTrainer` whose loss is a registered objective (`objective="eaft"`, `objective_args={"alpha": 2}`).
 
     `fused_loss`: 'auto' (the fused op where it is exact for the model), 'true' (refused by name when it is not) or
-    'false' (materialized logits); `chunk_size`: label tokens per fp32 chunk (`eaft.loss`). Every other argument
+    'false' (materialized logits); `chunk_size`: label tokens per chunk (`eaft.loss`). Every other argument
     is SFTTrainer's. The reference of `sft_kl` / `asft` is the model with its adapters disabled under PEFT, else a
     frozen copy of the initial model; `flow` computes its weights from the initial model before training.
     """
