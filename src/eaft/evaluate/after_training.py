@@ -45,8 +45,9 @@ def evaluate_after_training(run_dir: Path, suite_path: str, *, limit: int | None
     return table
 
 
-def delta_lines(table: dict[str, Any]) -> list[str]:
-    row = next(r for r in table["rows"] if r["run"] != table["base"])
+def delta_lines(table: dict[str, Any], row: str | None = None) -> list[str]:
+    """Δ Target / Δ General of `row` (default: the first run after the base) against the base."""
+    row = next(r for r in table["rows"] if r["run"] != table["base"] and (row is None or r["run"] == row))
     groups = {g: [c["task"] for c in table["columns"] if c["group"] == g] for g in ("target", "general")}
     lines = []
     for group, key in (("target", "delta_target"), ("general", "delta_general")):
@@ -56,10 +57,10 @@ def delta_lines(table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def add_to_report(run_dir: Path, table: dict[str, Any]) -> None:
-    """report.md keeps its content and gains (or replaces) the after-training section."""
+def add_to_report(run_dir: Path, table: dict[str, Any], row: str | None = None) -> None:
+    """report.md keeps its content and gains (or replaces) the after-training section (Δ lines of `row`)."""
     report = run_dir / "report.md"
     text = report.read_text(encoding="utf-8")
     text = text.split(f"\n{SECTION}\n")[0].rstrip("\n")
-    section = [SECTION, "", *delta_lines(table), "", "Per task: [forgetting.md](forgetting.md)."]
+    section = [SECTION, "", *delta_lines(table, row), "", "Per task: [forgetting.md](forgetting.md)."]
     write_text_atomic(report, text + "\n\n" + "\n".join(section) + "\n")

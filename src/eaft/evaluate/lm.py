@@ -53,6 +53,22 @@ class ModelHandle:
     def release(self) -> None:
         self._loaded = None
 
+    def identity(self) -> dict[str, Any]:
+        """What makes this model's scores what they are (the result cache's key): folder hashes and dtype."""
+        from eaft.evaluate.cache import model_identity
+
+        return model_identity(self.model_name, self.adapter, self.dtype)
+
+    def describe(self) -> dict[str, Any]:
+        """What results.json records as the evaluated model: `model` and `adapter`."""
+        return {"model": self.model_name or "default", "adapter": self.adapter}
+
+    def base_identity(self) -> dict[str, Any]:
+        """The identity of `base_model()`: the model with its adapter switched off."""
+        from eaft.evaluate.cache import model_identity
+
+        return model_identity(self.model_name, None, self.dtype)
+
 
 def chat_prompt(tokenizer: Any, user: str, system: str | None = None) -> str:
     """The chat-template rendering of one user turn, ending where the assistant's answer starts."""

@@ -16,7 +16,7 @@ from typing import Any
 from eaft import __version__
 from eaft.data_root import DataRootError, add_data_root_flag, use_data_root
 from eaft.errors import debugging
-from eaft.evaluate.cache import ResultCache, data_files, file_sha256, model_identity
+from eaft.evaluate.cache import ResultCache, data_files, file_sha256
 from eaft.evaluate.ifeval import MissingResource
 from eaft.evaluate.lm import ModelHandle
 from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval
@@ -62,7 +62,7 @@ def run_suite(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     cache = cache or ResultCache()
-    identity = model_identity(handle.model_name, handle.adapter, handle.dtype)
+    identity = handle.identity()
     records: dict[str, dict[str, Any]] = {}
     keys, pending_lm_eval = {}, []
     for task in suite.tasks:
@@ -92,6 +92,25 @@ def run_suite(
     return {"identity": identity, "tasks": ordered}
 
 
+def results_are_stale(path: Path, suite: Suite) -> bool:
+    """A results.json whose tasks differ from `suite`'s: other tasks, settings or data (not merely the suite's
+    comments or where its data lives). Such an evaluation is run again; unchanged tasks come from the cache."""
+    recorded = json.loads(Path(path).read_text(encoding="utf-8")).get("tasks", {})
+    if set(recorded) != {t.name for t in suite.tasks}:
+        return True
+    for task in suite.tasks:
+        record = recorded[task.name]
+        if record.get("backend", "native") != "native":
+            continue
+        hashes = sorted(file_sha256(p) for p in data_files(task))
+        if (
+            record.get("settings") != json.loads(json.dumps(task.settings()))
+            or sorted(record["data"].values()) != hashes
+        ):
+            return True
+    return False
+
+
 def write_run(
     out: Path,
     suite: Suite,
@@ -119,8 +138,7 @@ def write_run(
         "run": out.name,
         "suite": suite.name,
         "suite_file": str(suite.source),
-        "model": handle.model_name or "default",
-        "adapter": handle.adapter,
+        **handle.describe(),
         "dtype": handle.dtype,
         "backend": backend,
         "identity": result["identity"],

@@ -52,7 +52,7 @@ def prompts_file(task: TaskSpec) -> Path:
 def reference_identity(task: TaskSpec, handle: ModelHandle) -> dict[str, Any]:
     opts: SelfConsistencyOptions = task.options
     if opts.reference is None:
-        return model_identity(handle.model_name, None, handle.dtype)
+        return handle.base_identity()
     return model_identity(opts.reference, None, handle.dtype)
 
 
@@ -71,7 +71,7 @@ def reference_answers(task: TaskSpec, handle: ModelHandle, users: list[str], cac
     cached = cache.get(key, kind="reference_answers")
     if cached is not None:
         return cached
-    same = opts.reference is None or ref_id == model_identity(handle.model_name, None, handle.dtype)
+    same = opts.reference is None or ref_id == handle.base_identity()
     ref_handle = handle if same else ModelHandle(opts.reference, dtype=handle.dtype, device=handle.device)
     with ref_handle.base_model() as (model, tokenizer):
         prompts = [prompt_text(tokenizer, u, system=None, chat=True) for u in users]
@@ -120,7 +120,7 @@ def evaluate_self_consistency(task: TaskSpec, handle: ModelHandle, cache: Result
     nll = -sum(logprobs) / max(n_tokens, 1)
     metrics = {"token_prob": 100.0 * math.exp(-nll), "nll": nll, "answer_tokens": float(n_tokens)}
     samples = [
-        {"line": line, "nll": -lp / len(a), "reference_answer": text}
+        {"line": line, "nll": -lp / len(a), "tokens": len(a), "reference_answer": text}
         for (line, _), lp, a, text in zip(selected, logprobs, reference["answers"], reference["texts"], strict=True)
     ]
     notes = f"score = 100·exp(−NLL per token) of the reference's greedy answers, max_new_tokens={opts.max_new_tokens}"

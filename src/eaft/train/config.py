@@ -85,6 +85,22 @@ class EaftArguments:
         "run directory and the Δ Target / Δ General lines in report.md.",
     )
     eval_limit: int | None = option(None, "At most this many items per task of eval_suite (like `eaft eval --limit`).")
+    eval_suite_steps: Any = option(
+        None,
+        "With eval_suite: also score the suite on the model in memory during training, at these optimizer steps "
+        "(a list, 'geometric' or 'geometric:N' for N points dense at the start, or 'every:N'; the last step is "
+        "always scored), each into eval_dir/step-<N>/, and draw the run's forgetting frontier. One process only.",
+    )
+    eval_dir: str | None = option(None, "Where eval_suite_steps' evaluations go (default: <output_dir>/eval).")
+    eval_base: bool = option(
+        True, "With eval_suite_steps: score the base model too (in memory, before the first step) into eval_dir/base/."
+    )
+    eval_series: str | None = option(
+        None, "With eval_suite_steps: this run's name on the frontier (default: the output_dir's folder name)."
+    )
+    eval_family: str | None = option(
+        None, "With eval_suite_steps: its family on the frontier (runs that differ only in seed; default: the series)."
+    )
     resume: bool = option(False, "Continue from the last complete checkpoint in output_dir.")
     overwrite_output_dir: bool = option(False, "Allow a fresh run into an output_dir that already holds a run.")
 
@@ -233,6 +249,15 @@ def check_our_values(values: dict[str, Any], where: str) -> None:
         not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in steps)
     ):
         raise ConfigError(f"{where}: checkpoint_steps must be a list of positive step numbers, got {steps!r}")
+    if values.get("eval_suite_steps") is not None:
+        from eaft.evaluate.schedule import ScheduleError, parse_schedule
+
+        if not values.get("eval_suite"):
+            raise ConfigError(f"{where}: eval_suite_steps needs eval_suite (the suite to score at those steps)")
+        try:
+            values["eval_suite_steps"] = parse_schedule(values["eval_suite_steps"], f"{where}: eval_suite_steps")
+        except ScheduleError as err:
+            raise ConfigError(str(err)) from None
     choices = {"finetuning": FINETUNING, "fused_loss": FUSED}
     for key, allowed in choices.items():
         if key in values and str(values[key]).lower() not in allowed:

@@ -28,7 +28,7 @@ from eaft.train.outputs import (
 )
 from eaft.train.passes import attach_flow_weights, heldout_statistics
 from eaft.train.preflight import check_lora_targets, check_model_source, check_objective_fits
-from eaft.train.run_dir import checkpoint_step, prepare_run_dir_on_ranks
+from eaft.train.run_dir import RunError, checkpoint_step, prepare_run_dir_on_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,18 @@ def save_final(model: torch.nn.Module, tokenizer: Any, run_dir: Path, lora: bool
 
 
 def build_trainer(
-    config: TrainConfig, model: Any, tokenizer: Any, objective: Any, rows: list, heldout: list, collator, run_dir: Path
+    config: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    objective: Any,
+    rows: list,
+    heldout: list,
+    collator,
+    run_dir: Path,
+    curve: Any = None,
 ):
-    """LoRA (or not), the sft_kl reference, the loss path, and the Trainer subclass around them."""
+    """LoRA (or not), the sft_kl reference, the loss path, and the Trainer subclass around them; `curve` is the
+    in-process evaluation callback (eaft.train.curve_eval), if any."""
     from eaft.train.trainer import ObjectiveTrainer
 
     args, training = config.eaft, config.training
@@ -98,6 +107,8 @@ def build_trainer(
     callbacks = [MetricsCallback(run_dir)]
     if args.checkpoint_steps:
         callbacks.append(CheckpointAtSteps(args.checkpoint_steps))
+    if curve is not None:
+        callbacks.append(curve)
     guard = RunGuard(
         vocab_size=vocab_size(model),
         learning_rate=training.learning_rate,
@@ -181,7 +192,8 @@ def run_training(config: TrainConfig) -> Path:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
     before = heldout_statistics(model, heldout, collator) if heldout else None
     rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
-    trainer = build_trainer(config, model, tokenizer, objective, rows, heldout, collator, run_dir)
+    curve = curve_evaluation(config, tokenizer, run_dir)
+    trainer = build_trainer(config, model, tokenizer, objective, rows, heldout, collator, run_dir, curve)
     trainer.session_start = started
     steps = planned_steps(training, len(rows))
     if checkpoint is not None:
@@ -189,6 +201,8 @@ def run_training(config: TrainConfig) -> Path:
         truncate_metrics(run_dir, checkpoint_step(checkpoint))
         trainer.prior = Totals.from_checkpoint(checkpoint)
     totals = train_or_finish(trainer, checkpoint, steps)
+    if curve is not None and trainer.is_world_process_zero():
+        finish_curve(curve, trainer, steps)
     after = heldout_statistics(trainer.model, heldout, collator) if heldout else None
     if not trainer.is_world_process_zero():
         return run_dir  # the main process saves the model and writes the report
@@ -208,11 +222,59 @@ def run_training(config: TrainConfig) -> Path:
     }
     if checkpoint is not None:
         summary["resumed_from"] = checkpoint.name
+    if curve is not None:
+        summary["evaluation"] = curve.timings()
     if trainer.guard.warnings:
         summary["warnings"] = list(trainer.guard.warnings)
     if before is not None:
         label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in heldout)
         summary["heldout"] = {"rows": len(heldout), "tokens": label_tokens, "before": before, "after": after}
     write_report(run_dir, summary)
+    if curve is not None and curve.plan.base:
+        curve_report(curve, run_dir)
     logger.info("run complete in %.0f s: %s", time.time() - started, run_dir / REPORT)
     return run_dir
+
+
+def curve_evaluation(config: TrainConfig, tokenizer: Any, run_dir: Path) -> Any:
+    """The in-process evaluation callback when eval_suite_steps asks for one (refused with several processes)."""
+    from eaft.train.curve_eval import CurveEvaluation, curve_plan
+
+    plan = curve_plan(config, run_dir)
+    if plan is None:
+        return None
+    if config.training.world_size > 1:
+        raise RunError(
+            "eval_suite_steps scores the whole model in one process, but this run has "
+            f"{config.training.world_size}: drop eval_suite_steps (eval_suite alone scores the saved model after "
+            "training), or let `eaft experiment` with a launcher evaluate saved checkpoints"
+        )
+    return CurveEvaluation(plan, tokenizer)
+
+
+def finish_curve(curve: Any, trainer: Any, steps: int) -> None:
+    """The last step is scored even when training had nothing left to do (a checkpoint already at the end);
+    points the run went past without scoring (it resumed after them) are named."""
+    if not curve.steps:
+        curve.resolve(steps)
+    final = trainer.state.global_step
+    if final in curve.missing():
+        curve.evaluate(trainer.model, final)
+    lost = curve.missing()
+    if lost:
+        trainer.guard.warn(
+            f"evaluation points {lost} were not scored: the run resumed past them; pass overwrite_output_dir=true "
+            "to train it again from the start and score them"
+        )
+
+
+def curve_report(curve: Any, run_dir: Path) -> None:
+    """The run's forgetting table and frontier (base and every point) in the run directory, Δ lines in report.md."""
+    from eaft.evaluate.after_training import add_to_report
+    from eaft.evaluate.report import write_report as write_forgetting
+
+    points = [curve.plan.point_dir(s) for s in curve.steps if (curve.plan.point_dir(s) / "results.json").is_file()]
+    if not points or not (curve.plan.point_dir(0) / "results.json").is_file():
+        return
+    table = write_forgetting(curve.plan.point_dir(0), points, run_dir)
+    add_to_report(run_dir, table, row=curve.plan.series)

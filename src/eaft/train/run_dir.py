@@ -70,6 +70,33 @@ def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
     return checkpoints[0]
 
 
+def kept_evaluations(run_dir: Path, config: TrainConfig) -> Path | None:
+    """The in-process evaluations (eval_dir inside the run directory) of a failed start of this same config:
+    a retry trains the same model again, so the points it had finished are kept and not scored twice."""
+    if config.eaft.overwrite_output_dir or not config.eaft.eval_suite_steps or not is_failed_start(run_dir):
+        return None
+    evals = Path(config.eaft.eval_dir) if config.eaft.eval_dir else run_dir / "eval"
+    if evals.resolve().parent != run_dir.resolve() or not evals.is_dir():
+        return None
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    ignored = ("resume", "overwrite_output_dir")
+    same = {k: v for k, v in stored.items() if k not in ignored} == {
+        k: v for k, v in yaml.safe_load(yaml.safe_dump(config.raw)).items() if k not in ignored
+    }
+    return evals if same else None
+
+
+def clear_run_dir(run_dir: Path, keep: Path | None = None) -> None:
+    """Remove the run directory, or everything in it but `keep`."""
+    if keep is None:
+        shutil.rmtree(run_dir)
+        return
+    logger.info("keeping %s: the evaluations this same run had finished before it stopped", keep)
+    for path in run_dir.iterdir():
+        if path.resolve() != keep.resolve():
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     run_dir = Path(config.training.output_dir)
     checkpoint = resume_checkpoint(config, run_dir)
@@ -85,7 +112,7 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
             raise RunError(
                 f"overwrite_output_dir=true but {run_dir} does not look like an eaft run; refusing to clear it"
             )
-        shutil.rmtree(run_dir)
+        clear_run_dir(run_dir, keep=kept_evaluations(run_dir, config))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
     return run_dir, checkpoint
