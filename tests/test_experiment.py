@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from eaft import experiment as exp
+from eaft.experiment import runner
 from tests.train.tiny import save_tiny, write_rows, write_tiny_suite
 
 
@@ -53,7 +54,7 @@ def test_runner_writes_the_table_and_a_rerun_skips_finished_work(tmp_path, monke
     assert yaml.safe_load((out / "runs" / "eaft_a2" / "config.yaml").read_text())["objective_args"] == {"alpha": 2}
 
     calls = []
-    monkeypatch.setattr(exp.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
+    monkeypatch.setattr(runner.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
     assert exp.main([str(path)]) == 0
     assert calls == []
 
@@ -74,6 +75,13 @@ def test_launcher_prefixes_training_only(tmp_path):
     path = write_experiment(tmp_path, ["sft"])
     spec = yaml.safe_load(path.read_text())
     spec["launcher"] = "accelerate launch --num_processes 8"
+    path.write_text(yaml.safe_dump(spec))
+    assert not exp.load_experiment(path).in_process  # no process of a launched run holds the whole model
+    spec["eval_in_process"] = True
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(exp.ExperimentError, match="eval_in_process: false"):
+        exp.load_experiment(path)
+    del spec["eval_in_process"]
     path.write_text(yaml.safe_dump(spec))
     steps = exp.plan(exp.load_experiment(path))
     train = [s for s in steps if s.kind == "train"][0]
@@ -147,15 +155,84 @@ def test_cpu_experiment_reads_gsm8k_train(monkeypatch, real_data_root):
     assert len(rows) == 3 and rows[0][-1]["role"] == "assistant" and "####" in rows[0][-1]["content"]
 
 
+_REAL_RUN_STEP = runner.run_step
+
+
+def _train_in_this_process(step, log_dir):
+    """run_step, but a training step runs `eaft train` in this process (so a test can interrupt it inside)."""
+    from eaft.train import cli as train_cli
+
+    if step.kind != "train":
+        return _REAL_RUN_STEP(step, log_dir)
+    assert train_cli.main(step.command[step.command.index("train") + 1 :]) == 0
+
+
+def test_a_kill_during_an_in_process_evaluation_redoes_only_that_point(tmp_path, monkeypatch):
+    """2 objectives x points 1, 2 and the end (4), scored in each run's training process; the process is killed
+    while it scores eaft's step 2: the re-run trains eaft again and scores step 2 and the end only."""
+    from eaft.train.curve_eval import CurveEvaluation
+
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    path = write_experiment(tmp_path, ["sft", "eaft"], train_extra={"max_steps": 4, "finetuning": "full"})
+    spec = yaml.safe_load(path.read_text())
+    spec.update({"eval_steps": [1, 2, 9]})  # step 9 is past the end: not scored
+    path.write_text(yaml.safe_dump(spec))
+    real_evaluate, scored = CurveEvaluation.evaluate, []
+
+    def killed_at_eaft_step_2(self, model, step):
+        if self.plan.series == "eaft" and step == 2:
+            folder = self.plan.point_dir(step) / "samples"
+            folder.mkdir(parents=True)
+            (folder / "mc_target.jsonl").write_text("{}\n")  # what a kill mid-write leaves
+            raise KeyboardInterrupt
+        scored.append((self.plan.series, step))
+        return real_evaluate(self, model, step)
+
+    monkeypatch.setattr(runner, "run_step", _train_in_this_process)
+    monkeypatch.setattr(CurveEvaluation, "evaluate", killed_at_eaft_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        exp.main([str(path)])
+    assert scored == [("sft", 1), ("sft", 2), ("sft", 4), ("eaft", 1)]
+    out = tmp_path / "out"
+    done = {p: (out / "evals" / "eaft" / "step-1" / "results.json").stat().st_mtime_ns for p in ("step-1",)}
+    scored.clear()
+
+    def record(self, model, step):
+        from eaft.train.curve_eval import point_done
+
+        if not point_done(self.plan.point_dir(step), self.suite):
+            scored.append((self.plan.series, step))
+        return real_evaluate(self, model, step)
+
+    monkeypatch.setattr(CurveEvaluation, "evaluate", record)
+    assert exp.main([str(path)]) == 0
+    assert scored == [("eaft", 2), ("eaft", 4)]  # sft untouched, eaft's step 1 not scored twice
+    assert (out / "evals" / "eaft" / "step-1" / "results.json").stat().st_mtime_ns == done["step-1"]
+
+    for name in ("sft", "eaft"):
+        point = json.loads((out / "evals" / name / "step-1" / "results.json").read_text())
+        final = json.loads((out / "evals" / name / "step-4" / "results.json").read_text())
+        assert point["curve"] == {"series": name, "step": 1, "family": name}
+        assert final["curve"]["step"] == 4 and point["identity"] != final["identity"]
+        assert not {"checkpoint-1", "checkpoint-2"} & {p.name for p in (out / "runs" / name).iterdir()}
+    front = json.loads((out / "report" / "frontier.json").read_text())
+    steps = {s: [p[0] for p in c["points"]] for s, c in front["curves"].items()}
+    assert steps == {"sft": [0, 1, 2, 4], "eaft": [0, 1, 2, 4]}
+    assert (out / "report" / "timings.md").is_file()
+    table = json.loads((out / "report" / "forgetting.json").read_text())
+    assert [r["run"] for r in table["rows"]] == ["base", "sft", "eaft"]
+
+
 def test_checkpoint_curves_resume_after_a_kill_and_write_the_frontier(tmp_path, monkeypatch):
-    """2 objectives x 2 evaluated points; killed after its 4th step, resumed, then re-run: nothing is redone."""
+    """eval_in_process: false: 2 objectives x 2 points scored by `eaft eval` from saved checkpoints; killed after
+    its 4th step, resumed, then re-run: nothing is redone."""
     monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
     path = write_experiment(tmp_path, ["sft", "eaft"], train_extra={"max_steps": 4})
     spec = yaml.safe_load(path.read_text())
-    spec.update({"eval_steps": [2, 9], "keep_checkpoints": False})  # step 9 is past the end: not evaluated
+    spec.update({"eval_steps": [2, 9], "keep_checkpoints": False, "eval_in_process": False})
     path.write_text(yaml.safe_dump(spec))
 
-    real_run_step, ran = exp.run_step, []
+    real_run_step, ran = runner.run_step, []
 
     def killed_after_four(step, log_dir):
         if len(ran) == 4:
@@ -163,19 +240,19 @@ def test_checkpoint_curves_resume_after_a_kill_and_write_the_frontier(tmp_path, 
         real_run_step(step, log_dir)
         ran.append(step.name)
 
-    monkeypatch.setattr(exp, "run_step", killed_after_four)
+    monkeypatch.setattr(runner, "run_step", killed_after_four)
     with pytest.raises(KeyboardInterrupt):
         exp.main([str(path)])
-    assert ran == ["base", "sft", "checkpoints/sft/step-2", "sft"]  # the base, sft's training and both its evals
+    assert ran == ["base", "sft", "sft/step-2", "sft/step-4"]  # the base, sft's training and both its evals
     ran.clear()
-    monkeypatch.setattr(exp, "run_step", lambda step, log_dir: (real_run_step(step, log_dir), ran.append(step.name)))
+    monkeypatch.setattr(runner, "run_step", lambda step, log_dir: (real_run_step(step, log_dir), ran.append(step.name)))
     assert exp.main([str(path)]) == 0
-    assert ran == ["eaft", "checkpoints/eaft/step-2", "eaft"]  # nothing of the first pass again
+    assert ran == ["eaft", "eaft/step-2", "eaft/step-4"]  # nothing of the first pass again
 
     out = tmp_path / "out"
     for name in ("sft", "eaft"):
-        point = json.loads((out / "evals" / "checkpoints" / name / "step-2" / "results.json").read_text())
-        final = json.loads((out / "evals" / name / "results.json").read_text())
+        point = json.loads((out / "evals" / name / "step-2" / "results.json").read_text())
+        final = json.loads((out / "evals" / name / "step-4" / "results.json").read_text())
         assert point["curve"] == {"series": name, "step": 2, "family": name}
         assert final["curve"]["step"] == 4 and point["identity"] != final["identity"]
         assert not list((out / "runs" / name).glob("checkpoint-*"))  # keep_checkpoints: false
@@ -183,11 +260,9 @@ def test_checkpoint_curves_resume_after_a_kill_and_write_the_frontier(tmp_path, 
     assert {s: [p[0] for p in c["points"]] for s, c in front["curves"].items()} == {"sft": [0, 2, 4], "eaft": [0, 2, 4]}
     assert set(front["measures"]) == {"mc_general", "general avg"}
     assert (out / "report" / "frontier.png").stat().st_size > 0 and (out / "report" / "frontier.md").is_file()
-    table = json.loads((out / "report" / "forgetting.json").read_text())
-    assert [r["run"] for r in table["rows"]] == ["base", "sft", "eaft"]
 
     calls = []
-    monkeypatch.setattr(exp.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
+    monkeypatch.setattr(runner.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
     assert exp.main([str(path)]) == 0
     assert calls == []
 
@@ -199,14 +274,21 @@ def test_seeds_of_one_setting_form_a_family(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     experiment = exp.load_experiment(path)
     assert [r.family for r in experiment.runs] == ["sft", "sft", "eaft"]
-    assert all(r.config["save_steps"] == 2 for r in experiment.runs)
-    assert exp.checkpoint_points(experiment, 7) == [2, 4, 6]
+    assert [r.config["eval_family"] for r in experiment.runs] == ["sft", "sft", "eaft"]
+    assert all(r.config["eval_suite_steps"] == "every:2" for r in experiment.runs)
+    assert runner.curve_points(experiment, 7) == [2, 4, 6, 7]
+    spec["eval_in_process"] = False
+    path.write_text(yaml.safe_dump(spec))
+    assert all(r.config["save_steps"] == 2 for r in exp.load_experiment(path).runs)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"eval_steps": [0, 2]}, "eval_steps must be"),
+        ({"eval_steps": [0, 2]}, "eval_steps: expected a list of positive step numbers"),
+        ({"eval_steps": "logarithmic"}, "'geometric'"),
+        ({"eval_steps": []}, "at least one step"),
+        ({"eval_in_process": "yes"}, "eval_in_process must be"),
         ({"eval_steps": [2], "eval_every": 2}, "not both"),
         ({"eval_every": "often"}, "eval_every must be"),
         ({"keep_checkpoints": "no"}, "keep_checkpoints must be"),
@@ -224,7 +306,7 @@ def test_bad_curve_keys_name_the_key(tmp_path, change, message):
 def test_a_rotating_checkpoint_limit_is_refused_with_curves(tmp_path):
     path = write_experiment(tmp_path, ["sft"], train_extra={"save_total_limit": 1})
     spec = yaml.safe_load(path.read_text())
-    spec["eval_steps"] = [1]
+    spec.update({"eval_steps": [1], "eval_in_process": False})
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(exp.ExperimentError, match="save_total_limit"):
         exp.load_experiment(path)
@@ -255,11 +337,11 @@ def test_a_changed_suite_evaluates_again(tmp_path, monkeypatch):
     suite["general"][0]["scoring"] = "per_char"
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     ran = []
-    real = exp.run_step
+    real = runner.run_step
     monkeypatch.setattr(
-        exp, "run_step", lambda step, log_dir: (ran.append((step.kind, step.name)), real(step, log_dir))
+        runner, "run_step", lambda step, log_dir: (ran.append((step.kind, step.name)), real(step, log_dir))
     )
     assert exp.main([str(path)]) == 0
-    assert ran == [("eval", "base"), ("eval", "sft")]  # the training is unchanged: not run again
-    result = json.loads((tmp_path / "out" / "evals" / "sft" / "results.json").read_text())
+    assert ran == [("eval", "base"), ("train", "sft")]  # scored in its training process: trained again to score
+    result = json.loads((tmp_path / "out" / "evals" / "sft" / "step-2" / "results.json").read_text())
     assert result["tasks"]["mc_general"]["settings"]["options"]["scoring"] == "per_char"

@@ -21,8 +21,15 @@ GENERAL_AVG = "general avg"
 
 
 def has_curves(runs: list[dict[str, Any]]) -> bool:
-    """True when some eval run sits on a training curve (written by `eaft eval --series/--step`)."""
-    return any(isinstance(run.get("curve"), dict) and run["curve"].get("series") != "base" for run in runs)
+    """True when some training run was scored at two or more steps (`eaft eval --series/--step`, or in its
+    training process): a run scored only at its end is one straight segment from the base, which the forgetting
+    table already says."""
+    steps: dict[str, set[int]] = {}
+    for run in runs:
+        curve = run.get("curve")
+        if isinstance(curve, dict) and curve.get("series") != "base":
+            steps.setdefault(curve["series"], set()).add(int(curve["step"]))
+    return any(len(points) >= 2 for points in steps.values())
 
 
 def value_at(points: list[tuple[float, float]], level: float) -> float | None:

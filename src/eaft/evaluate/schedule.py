@@ -3,7 +3,7 @@
 Learning is fastest at the start of fine-tuning, so an even schedule (every N steps) leaves the early path, where
 most of the target is learnt, to one straight segment from the base. A schedule is one of:
 
-- a list of steps, e.g. `[1, 2, 3, 4, 6, 9, 13, 18, 24]`;
+- a list of steps, e.g. `[1, 2, 3, 4, 6, 9, 13, 18, 24]` (`[]`: the last step only);
 - `geometric` or `geometric:N`: N points (default 9) spaced geometrically from step 1 to the run's last step,
   each at least one step after the one before (for 24 steps: 1, 2, 3, 4, 5, 7, 11, 16, 24);
 - `every:N`: every N steps (the run's last step is always added by the caller).
@@ -20,13 +20,16 @@ class ScheduleError(ValueError):
     """A malformed schedule; the message names what was expected."""
 
 
-EXPECTED = "a list of positive step numbers, 'geometric', 'geometric:N' (N >= 2 points) or 'every:N'"
+EXPECTED = (
+    "a list of positive step numbers ([] for the last step only), 'geometric', 'geometric:N' (N >= 2 points) "
+    "or 'every:N'"
+)
 
 
 def parse_schedule(value: Any, where: str) -> list[int] | str:
     """A schedule as written (list or string), checked; lists come back sorted without repeats."""
     if isinstance(value, list):
-        if not value or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value):
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value):
             raise ScheduleError(f"{where}: expected {EXPECTED}, got {value!r}")
         return sorted(set(value))
     if isinstance(value, str):

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"eaft train: {err}", file=sys.stderr)
         return 1
-    after_training = config.eaft.eval_suite and not config.eaft.eval_suite_steps  # else scored during training
+    after_training = config.eaft.eval_suite and config.eaft.eval_suite_steps is None  # else scored in training
     if after_training and (run_dir / "report.md").is_file() and config.training.process_index == 0:
         from eaft.evaluate.after_training import delta_lines, evaluate_after_training
 

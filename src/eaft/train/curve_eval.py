@@ -119,7 +119,7 @@ class CurveEvaluation(TrainerCallback):
 def curve_plan(config: Any, run_dir: Path) -> CurvePlan | None:
     """The plan of a TrainConfig with eval_suite and eval_suite_steps; None without them."""
     args = config.eaft
-    if not (args.eval_suite and args.eval_suite_steps):
+    if not args.eval_suite or args.eval_suite_steps is None:
         return None
     series = args.eval_series or run_dir.name
     return CurvePlan(

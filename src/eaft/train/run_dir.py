@@ -73,7 +73,7 @@ def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
 def kept_evaluations(run_dir: Path, config: TrainConfig) -> Path | None:
     """The in-process evaluations (eval_dir inside the run directory) of a failed start of this same config:
     a retry trains the same model again, so the points it had finished are kept and not scored twice."""
-    if config.eaft.overwrite_output_dir or not config.eaft.eval_suite_steps or not is_failed_start(run_dir):
+    if config.eaft.overwrite_output_dir or config.eaft.eval_suite_steps is None or not is_failed_start(run_dir):
         return None
     evals = Path(config.eaft.eval_dir) if config.eaft.eval_dir else run_dir / "eval"
     if evals.resolve().parent != run_dir.resolve() or not evals.is_dir():
