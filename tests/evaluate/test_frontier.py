@@ -123,3 +123,11 @@ def test_the_reference_family_can_be_chosen(experiment_evals, tmp_path, capsys):
         write_report(base, dirs, tmp_path / "report2", frontier_reference="dft")
     assert report_main([str(base), *map(str, dirs), "--out", str(tmp_path / "r3"), "--frontier-reference", "dft"]) == 2
     assert "eaft report: frontier reference 'dft'" in capsys.readouterr().err
+
+
+def test_the_top_level_is_reached_by_the_run_that_defines_it():
+    # rounding the levels to 4 decimals put the top one (31.1567) above the best point (31.15665): "not reached"
+    curves = {"sft": {"family": "sft", "points": [(0, 24.5, {}), (6, 31.15665, {})]}}
+    levels = frontier.target_levels(24.5, curves)
+    assert levels[-1] == 31.15665
+    assert frontier.value_at([(24.5, 50.0), (31.15665, 40.0)], levels[-1]) == pytest.approx(40.0)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from eaft.evaluate.intervals import ci_text
 from eaft.html import escape, figure, page
 
 
@@ -45,7 +46,10 @@ def table_html(table: dict[str, Any], out: Path, run_dirs: dict[str, Path]) -> s
         run = row["run"] + (" (base)" if row["run"] == table["base"] else "")
         cells = [_score_cell(row, n, samples_link(run_dirs.get(row["run"]), n, out)) for n in names]
         cells += [f"<td>{_fmt(row['target_avg'])}</td>", f"<td>{_fmt(row['general_avg'])}</td>"]
-        cells += [f"<td>{_fmt(row['delta_target'], True)}</td>", f"<td>{_fmt(row['delta_general'], True)}</td>"]
+        cells += [
+            f"<td>{_fmt(row['delta_target'], True)}{ci_text(row.get('delta_target_ci'))}</td>",
+            f"<td>{_fmt(row['delta_general'], True)}{ci_text(row.get('delta_general_ci'))}</td>",
+        ]
         pareto = '<td><span aria-hidden="true">★</span> on the front</td>' if row["pareto"] else "<td></td>"
         lines.append(f'<tr><th scope="row">{escape(run)}</th>{"".join(cells)}{pareto}</tr>')
     lines.append("</tbody></table>")

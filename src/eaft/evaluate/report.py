@@ -18,6 +18,7 @@ from typing import Any
 
 from eaft.errors import debugging
 from eaft.evaluate.cache import write_json_atomic
+from eaft.evaluate.intervals import ci_text, delta_intervals
 from eaft.evaluate.tasks import GROUPS
 from eaft.io import save_figure, write_text_atomic
 
@@ -35,6 +36,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
         raise ValueError(f"{file}: no `tasks` mapping; not an `eaft eval` results file")
     data.setdefault("run", file.parent.name)
+    data["dir"] = str(file.parent)  # where its samples/ are, for the intervals
     return data
 
 
@@ -137,12 +139,18 @@ def table_markdown(table: dict[str, Any]) -> str:
             *[_fmt(row["scores"].get(n)) for n in names],
             _fmt(row["target_avg"]),
             _fmt(row["general_avg"]),
-            _fmt(row["delta_target"], True),
-            _fmt(row["delta_general"], True),
+            _fmt(row["delta_target"], True) + ci_text(row.get("delta_target_ci")),
+            _fmt(row["delta_general"], True) + ci_text(row.get("delta_general_ci")),
             "★" if row["pareto"] else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Scores are percentages (higher is better). Δ = mean over the group's tasks of (run − base).", ""]
+    lines += ["", "Scores are percentages (higher is better). Δ = mean over the group's tasks of (run − base)."]
+    if any(row.get("delta_general_ci") or row.get("delta_target_ci") for row in table["rows"]):
+        lines.append(
+            "[low, high]: the Δ's 95% interval from a paired bootstrap over each task's evaluation items (the same "
+            "items for run and base); an interval that covers 0 shows no difference from the base."
+        )
+    lines.append("")
     for name in names:
         info = table["tasks"][name]
         lines.append(
@@ -243,6 +251,7 @@ def write_report(
         if names.count(run["run"]) > 1:  # two run folders with the same name: tell them apart by parent
             run["run"] = f"{Path(path).resolve().parent.name}/{run['run']}"
     table = forgetting_table(base, shown)
+    delta_intervals(table, base, shown)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("forgetting.png", "frontier.png", "frontier.md", "frontier.json"):
@@ -251,7 +260,7 @@ def write_report(
     table["plot"] = plot.name if plot else None
     front = None
     if has_curves(runs):
-        front = frontier_table(forgetting_table(base, runs), runs, frontier_target, frontier_reference)
+        front = frontier_table(forgetting_table(base, runs), runs, frontier_target, frontier_reference, base=base)
         write_json_atomic(out / "frontier.json", front)
         write_text_atomic(out / "frontier.md", frontier_markdown(front))
         frontier_png(front, out / "frontier.png")
