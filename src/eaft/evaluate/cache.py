@@ -18,7 +18,7 @@ from eaft.io import write_json_atomic
 from eaft.models import cache_root, default_model_path, is_default
 
 #: Bump when a change to scoring code makes old cached results wrong.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: self_consistency samples carry their token counts (the intervals need them)
 
 
 def _memo_path() -> Path:
