@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eaft.analysis.advice import advise
 from eaft.analysis.landscape import QUADRANTS, Thresholds, conflict_mask, quadrant_codes
 from eaft.analysis.report import figure_rows, sequence_keys, top_conflict_sequences
 from eaft.html import escape, figure, json_script, page, resource_text
@@ -267,6 +268,7 @@ def render_page(summary: dict, data: dict, out) -> str:
             _header(summary),
             "<main>",
             '<div class="overview">' + _figures(summary, sets) + _landscapes(summary, out) + "</div>",
+            advise(summary).html(),
             _browser(summary, data),
             "</main>",
             json_script(data, "eaft-data"),

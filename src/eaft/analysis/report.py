@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from eaft.analysis.advice import advise
 from eaft.analysis.landscape import CONFLICT, Thresholds, conflict_mask, quadrant_shares
 from eaft.objectives.loss import CONFLICT_ENTROPY, CONFLICT_PROB
 
@@ -229,6 +230,7 @@ def render_report(summary: dict) -> str:
         "Objectives whose weights depend on the whole batch see the whole token set as one batch; `sft_kl` is "
         "measured with the analyzed model as its reference (KL term zero); `flow` with it as the initial model.",
         "",
+        *advise(summary).markdown(),
         "## Landscapes",
         "",
         f"![entropy–probability landscape]({summary['files']['landscape']})",
