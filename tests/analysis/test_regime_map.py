@@ -170,3 +170,11 @@ def test_write_map_also_writes_the_package_copy(regimes, tmp_path):
     assert json.loads((tmp_path / "package.json").read_text()) == json.loads(
         (tmp_path / "out" / "map.json").read_text()
     )
+
+
+def test_the_shipped_map_yaml_is_valid():
+    """Its structure only: the regimes' outputs land as their runs finish."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "results" / "regimes" / "map.yaml"
+    spec = load_spec(path)
+    assert spec.package and spec.reference == "sft" and spec.fractions == [0.4, 0.8]
+    assert spec.out == path.parent and spec.regimes[0].frontier.name == "report"
