@@ -38,7 +38,7 @@ def test_a_known_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsy
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes(b'{"instruction": "h\xe9", "output": "x"}\n')
     args = ["train", f"dataset={rows}", f"output_dir={tmp_path / 'out'}"]
-    assert cli.main(args) == 1
+    assert cli.main(args) == 2  # bad input
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"eaft train: {rows}:1: not UTF-8 text (byte 0xe9 at column 19); save the file as UTF-8"
     from eaft.data import DataError

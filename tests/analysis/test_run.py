@@ -144,6 +144,6 @@ def test_bad_data_is_named_before_the_model_loads(tmp_path, capsys, monkeypatch)
     (tmp_path / "rows.jsonl").write_bytes(b'{"instruction": "h\xe9", "output": "x"}\n')
     monkeypatch.setattr(models, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model loaded first"))
     args = ["analyze", "--model", str(model_dir), "--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "o")]
-    assert eaft_main(args) == 1
+    assert eaft_main(args) == 2  # bad input
     err = capsys.readouterr().err
     assert "rows.jsonl:1: not UTF-8 text" in err and "Traceback" not in err

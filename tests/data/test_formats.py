@@ -83,6 +83,40 @@ def test_malformed_line_names_file_and_line(tmp_path):
         load_conversations(str(path))
 
 
+def test_a_control_character_is_named_without_a_doubled_word(tmp_path):
+    path = tmp_path / "ctl.jsonl"
+    path.write_text('{"instruction": "a\tb", "output": "a"}\n', encoding="utf-8")  # a raw tab inside a string
+    with pytest.raises(DataError) as caught:
+        load_conversations(str(path))
+    assert str(caught.value).endswith("ctl.jsonl:1: malformed JSON (Invalid control character at column 19)")
+
+
+def test_rows_of_json_and_parquet_files_are_counted_from_one(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": "q", "output": "a"}, {"instruction": "q"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for name in ("a.json", "a.parquet"):  # the second row, as a JSON lines file's is line 2
+        with pytest.raises(DataError, match=rf"{name}\[row 2\]: missing field 'output'"):
+            load_conversations(str(tmp_path / name))
+
+
+def test_a_repeated_key_is_said_once_with_its_line(tmp_path, caplog):
+    path = tmp_path / "dup.jsonl"
+    lines = ['{"instruction": "q", "output": "a"}', '{"instruction": "q", "output": "a", "output": "b"}']
+    path.write_text("\n".join([*lines, lines[1]]) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="eaft"):
+        convs = load_conversations(str(path))
+    assert convs[1][-1]["content"] == "b"  # JSON's rule: the last value
+    said = [r.getMessage() for r in caplog.records if "appears twice" in r.getMessage()]
+    assert said == [
+        f"warning: {path}:2: the key 'output' appears twice in one object; JSON keeps the last value "
+        "(reported once per file)"
+    ]
+
+
 def test_missing_field_names_field_and_format(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "q", "output": "a"}, {"instruction": "q"}])
     with pytest.raises(DataError, match=r"a\.jsonl:2: missing field 'output' \(format alpaca expects instruction"):

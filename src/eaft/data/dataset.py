@@ -37,11 +37,12 @@ def encode_dataset(
         )
     if dropped:
         logger.warning(
-            "%s: %d of %d rows have no assistant token within cutoff_len=%s and are skipped (first: row %d)",
+            "%s: %d of %d rows have no assistant token within cutoff_len=%s and are skipped (first: row %d, "
+            "counting from 1)",
             name,
             len(dropped),
             len(conversations),
             cutoff_len,
-            dropped[0],
+            dropped[0] + 1,
         )
     return examples

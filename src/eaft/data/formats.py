@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from eaft.errors import EaftError
+from eaft.errors import UsageError
+from eaft.io import DuplicateKeys, json_error
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
 ROLES = ("system", "user", "assistant", "tool")
@@ -47,8 +48,8 @@ Row = dict[str, Any]
 Messages = list[dict[str, Any]]
 
 
-class DataError(EaftError, ValueError):
-    """Bad input data; the message names the file and line (or row) and what was expected."""
+class DataError(UsageError, ValueError):
+    """Bad input data; the message names the file and line (or row, counted from 1) and what was expected."""
 
 
 def read_rows(path: Path) -> Iterator[tuple[str, Row]]:
@@ -80,17 +81,17 @@ def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte offset {err.start}); save the file as UTF-8") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=DuplicateKeys(path))
     except json.JSONDecodeError as err:
         if text.lstrip().startswith("{") and "\n" in text.strip():
             yield from _read_jsonl(path)  # a JSON-lines file named .json (common on the hub)
             return
-        raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        raise DataError(f"{path}:{err.lineno}: malformed JSON ({json_error(err)})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of rows (or JSON lines), got {type(data).__name__}")
-    for index, row in enumerate(data):
+    for index, row in enumerate(data, start=1):
         if not isinstance(row, dict):
             raise DataError(f"{path}[row {index}]: expected a JSON object, got {type(row).__name__}")
         yield f"{path}[row {index}]", row
@@ -104,7 +105,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: not a readable parquet file ({err})") from None
-    for index, row in enumerate(table.to_pylist()):
+    for index, row in enumerate(table.to_pylist(), start=1):
         yield f"{path}[row {index}]", row
 
 

@@ -20,8 +20,8 @@ def load_conversations(source: str, *, format: str = "auto", max_samples: int | 
     first rows only.
 
     Returns a list of conversations, each `[{"role": ..., "content": ...}, ...]` with at least one assistant turn.
-    Raises `DataError` naming file:line (or file[row i]) for malformed lines, missing fields, rows without an
-    assistant turn, and for an empty dataset.
+    Raises `DataError` naming file:line (or file[row i], counted from 1) for malformed lines, missing fields, rows
+    without an assistant turn, and for an empty dataset.
     """
     if format != "auto" and format not in FORMATS:
         raise DataError(f"unknown data format {format!r}; expected 'auto' or one of {', '.join(FORMATS)}")
@@ -69,5 +69,5 @@ def _hub_rows(source: str) -> Iterator[tuple[str, Row]]:
         ) from None
     name, _, split = source.partition(":")
     table = datasets.load_dataset(name, split=split or "train")
-    for index, row in enumerate(table):
+    for index, row in enumerate(table, start=1):
         yield f"{source}[row {index}]", dict(row)
