@@ -75,3 +75,16 @@ def test_os_errors_say_what_to_do():
     )
     assert "read-only" in cli.describe(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/config.yaml"))
     assert "--debug" in cli.describe(ZeroDivisionError("division by zero"))
+
+
+def test_an_interrupt_says_what_to_run_next(capsys, monkeypatch):
+    import eaft.evaluate.runner as runner
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "main", interrupted)
+    assert cli.main(["eval", "--suite", "s.yaml"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "eaft eval: interrupted; the same command again reuses every task already scored (they are cached)"
+    )

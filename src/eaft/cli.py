@@ -18,6 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 DEBUG_FLAG = "--debug"
+#: What to do after Ctrl-C, per command (`eaft train` raises `Interrupted` naming its own checkpoint).
+AFTER_INTERRUPT = {
+    "train": "`eaft train <output_dir>/config.yaml resume=true` continues from the last complete checkpoint",
+    "eval": "the same command again reuses every task already scored (they are cached)",
+    "analyze": "nothing was written (the --out folder keeps its earlier analysis); run it again",
+    "report": "run it again",
+    "experiment": "the same command again continues: finished runs and evaluations are kept",
+}
 
 
 def describe(err: BaseException) -> str:
@@ -49,8 +57,9 @@ def run_command(name: str, rest: list[str], debug: bool) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except KeyboardInterrupt:
-        print(f"eaft {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # eaft.errors.Interrupted carries the command's own hint
+        hint = str(err) or AFTER_INTERRUPT.get(name)
+        print(f"eaft {name}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
     except Exception as err:
         if debug:

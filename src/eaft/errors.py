@@ -14,6 +14,10 @@ class UsageError(EaftError):
     exit_code = 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what to run next (the command line prints it after "interrupted; ")."""
+
+
 def debugging() -> bool:
     """`--debug` or EAFT_DEBUG=1: errors that a command would explain in one line are raised with a traceback."""
     import os

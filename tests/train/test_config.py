@@ -45,6 +45,9 @@ def test_yaml_file_gives_defaults_and_cli_overrides(tmp_path):
         (["lora_rank=4", "novalue"], r"expected key=value"),
         (["checkpoint_steps=[0,5]"], r"checkpoint_steps must be a list of positive step numbers"),
         (["checkpoint_steps=10"], r"checkpoint_steps must be a list"),
+        (["lora_target=[]"], r"lora_target=\[\] names no module \(expected 'all' or module names"),
+        (["lora_target=' , '"], r"lora_target=' , ' names no module"),
+        (["max_steps=-1", "num_train_epochs=0"], r"num_train_epochs=0 with max_steps=-1 trains no step"),
     ],
 )
 def test_config_errors_name_the_key(argv, message):
@@ -90,3 +93,12 @@ def test_a_dataset_on_the_command_line_takes_eaft_defaults_not_the_demo(tmp_path
     assert config.training.learning_rate == 1e-4  # eaft's documented default, not the demo's 5e-4
     with pytest.raises(ConfigError, match=r"^command line: unknown key"):
         parse_args(["dataset=rows.jsonl", "learning_rat=1"])
+
+
+def test_a_key_whose_package_is_missing_names_both(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"deepspeed='ds.json' needs the package 'deepspeed', which is not installed"):
+        parse_args(["deepspeed=ds.json"])

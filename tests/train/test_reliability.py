@@ -45,14 +45,15 @@ def whole(tmp_path_factory, tiny_model_dir, chat_data) -> Path:
 
 
 def poison_loss_from(monkeypatch, step: int) -> None:
-    """From optimizer step `step` on, the loss (and so the gradients and weights) turns NaN."""
+    """From optimizer step `step` on, the training loss (and so the gradients and weights) turns NaN; the weights
+    before it are sound (the pre-save check of the weights after step `step` - 1 sees a finite loss)."""
     from eaft.train.trainer import ObjectiveTrainer
 
     real = ObjectiveTrainer.compute_loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = real(self, model, inputs, return_outputs, num_items_in_batch)
-        return loss * math.nan if self.state.global_step + 1 >= step else loss
+        return loss * math.nan if self.state.global_step + 1 >= step and model.training else loss
 
     monkeypatch.setattr(ObjectiveTrainer, "compute_loss", compute_loss)
 
@@ -252,3 +253,42 @@ def test_outputs_have_normal_permissions(tmp_path, tiny_model_dir, chat_data):
     for name in ("config.yaml", "report.md", "summary.json", "metrics.jsonl", "adapter/adapter_config.json"):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
     assert stat.S_IMODE((run_dir / "adapter").stat().st_mode) == 0o755
+
+
+def test_a_run_of_zero_steps_is_refused_before_the_model_loads(tmp_path, tiny_model_dir, chat_data, monkeypatch):
+    from types import SimpleNamespace
+
+    from eaft.train.config import ConfigError
+
+    monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(ConfigError, match=r"num_train_epochs=0 with max_steps=-1 trains no step"):
+        train(argv(tiny_model_dir, chat_data, tmp_path / "run", "max_steps=-1", "num_train_epochs=0"))
+    assert not (tmp_path / "run").exists()
+    schedule = SimpleNamespace(
+        per_device_train_batch_size=4,
+        world_size=1,
+        gradient_accumulation_steps=1,
+        max_steps=-1,
+        num_train_epochs=0.0,
+        learning_rate=1e-4,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+    )
+    with pytest.raises(RunError, match="the schedule has no optimizer step"):  # the same, built from Python
+        run_module.planned_steps(schedule, rows=40)
+
+
+def test_weights_that_diverge_in_the_last_step_are_caught_before_they_are_saved(tmp_path, tiny_model_dir, chat_data):
+    run_dir = tmp_path / "run"
+    one_step = ["learning_rate=1e30", "max_grad_norm=0", "max_steps=1", "objective=sft"]
+    # step 1 logs a finite loss (computed before its update); the update leaves finite weights of ~1e30
+    with pytest.raises(NonFiniteError, match=r"step 1: the loss at the weights about to be saved as the .* is nan"):
+        train(argv(tiny_model_dir, chat_data, run_dir, *one_step))
+    assert [row["loss"] for row in read_metrics(run_dir) if "loss" in row] == [pytest.approx(5.9, abs=0.5)]
+    assert not (run_dir / "adapter").exists() and not (run_dir / "report.md").exists()
+    assert not list(run_dir.glob("checkpoint-*/adapter_model.safetensors"))
+
+
+def test_a_learning_rate_of_zero_is_a_warning_in_the_report(tmp_path, tiny_model_dir, chat_data):
+    run_dir = train(argv(tiny_model_dir, chat_data, tmp_path / "run", "learning_rate=0", "max_steps=2"))
+    assert "learning_rate=0: no weight can change" in (run_dir / "report.md").read_text()

@@ -12,7 +12,7 @@ from importlib import resources
 
 import yaml
 
-from eaft.errors import debugging
+from eaft.errors import Interrupted, debugging
 from eaft.train.config import (
     TRAINING_DEFAULTS,
     ConfigError,
@@ -92,6 +92,43 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO)
 
 
+def train_and_evaluate(config: TrainConfig):
+    """The run, then (eval_suite) the evaluation after it, while this process owns the run directory."""
+    from contextlib import nullcontext
+
+    from eaft.ownership import own_folder
+    from eaft.train.run import run_training
+
+    training = config.training
+    main_process = training.process_index == 0
+    with own_folder(training.output_dir, "eaft train") if main_process else nullcontext():
+        run_dir = run_training(config)
+        after_training = config.eaft.eval_suite and config.eaft.eval_suite_steps is None  # else scored in training
+        if after_training and (run_dir / "report.md").is_file() and main_process:
+            from eaft.evaluate.after_training import delta_lines, evaluate_after_training
+
+            table = evaluate_after_training(
+                run_dir, config.eaft.eval_suite, limit=config.eaft.eval_limit, dtype=config.eaft.dtype
+            )
+            print("\n".join(delta_lines(table)))
+    return run_dir
+
+
+def resume_hint(config: TrainConfig) -> str:
+    """What to run after an interruption: resume from the newest complete checkpoint, or start again."""
+    from pathlib import Path
+
+    from eaft.train.run_dir import complete_checkpoints
+
+    run_dir = Path(config.training.output_dir)
+    checkpoints = complete_checkpoints(run_dir)
+    if (run_dir / "report.md").is_file():
+        return f"the run itself had finished ({run_dir / 'report.md'})"
+    if not checkpoints:
+        return "no checkpoint was saved yet: the same command starts the run again"
+    return f"`eaft train {run_dir / 'config.yaml'} resume=true` continues from {checkpoints[0].name}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -106,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eaft train: {err}", file=sys.stderr)
         return 2
     from eaft.data import DataError
-    from eaft.train.run import run_training
     from eaft.train.run_dir import RunError
 
     if config.eaft.eval_suite:
@@ -114,20 +150,14 @@ def main(argv: list[str] | None = None) -> int:
 
         check_suite(config.eaft.eval_suite, config.eaft.eval_limit)
     try:
-        run_dir = run_training(config)
+        run_dir = train_and_evaluate(config)
     except (DataError, RunError) as err:
         if debugging():
             raise
         print(f"eaft train: {err}", file=sys.stderr)
-        return 1
-    after_training = config.eaft.eval_suite and config.eaft.eval_suite_steps is None  # else scored in training
-    if after_training and (run_dir / "report.md").is_file() and config.training.process_index == 0:
-        from eaft.evaluate.after_training import delta_lines, evaluate_after_training
-
-        table = evaluate_after_training(
-            run_dir, config.eaft.eval_suite, limit=config.eaft.eval_limit, dtype=config.eaft.dtype
-        )
-        print("\n".join(delta_lines(table)))
+        return err.exit_code
+    except KeyboardInterrupt:
+        raise Interrupted(resume_hint(config)) from None
     print(f"run directory: {run_dir}")
     return 0
 

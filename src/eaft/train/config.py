@@ -258,10 +258,20 @@ def check_our_values(values: dict[str, Any], where: str) -> None:
             values["eval_suite_steps"] = parse_schedule(values["eval_suite_steps"], f"{where}: eval_suite_steps")
         except ScheduleError as err:
             raise ConfigError(str(err)) from None
+    check_lora_target(values.get("lora_target", "all"), where)
     choices = {"finetuning": FINETUNING, "fused_loss": FUSED}
     for key, allowed in choices.items():
         if key in values and str(values[key]).lower() not in allowed:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {values[key]!r}")
+
+
+def check_lora_target(target: Any, where: str) -> None:
+    """'all', or at least one module name: an empty list would reach PEFT as an "unexpected" error."""
+    names = [t for t in target.split(",") if t.strip()] if isinstance(target, str) else target
+    if not isinstance(names, list) or not names or not all(isinstance(t, str) and t.strip() for t in names):
+        raise ConfigError(
+            f"{where}: lora_target={target!r} names no module (expected 'all' or module names, e.g. [q_proj, v_proj])"
+        )
 
 
 #: (key, lowest allowed value) checked before anything loads; a value below it would fail deep inside a library.
@@ -294,6 +304,11 @@ def check_ranges(values: dict[str, Any], where: str) -> None:
     steps = values.get("max_steps")
     if isinstance(steps, int) and not isinstance(steps, bool) and steps == 0 or (isinstance(steps, int) and steps < -1):
         raise ConfigError(f"{where}: max_steps={steps!r} is out of range (expected -1 for epochs, or >= 1)")
+    if values.get("max_steps", -1) == -1 and values.get("num_train_epochs") == 0:
+        raise ConfigError(
+            f"{where}: num_train_epochs=0 with max_steps=-1 trains no step "
+            "(expected num_train_epochs > 0, or max_steps >= 1)"
+        )
     dtype = values.get("dtype")
     if dtype is not None and str(dtype) not in DTYPES:
         raise ConfigError(f"{where}: dtype={dtype!r} is not supported (expected one of {', '.join(DTYPES)})")
@@ -308,6 +323,22 @@ def check_training_types(values: dict[str, Any], hints: dict[str, Any], where: s
         if _accepts(hint, int) or _accepts(hint, float):
             kind = "int" if _accepts(hint, int) and not _accepts(hint, float) else "float"
             raise ConfigError(f"{where}: {key}={value!r} has the wrong type (expected {kind})")
+
+
+#: TrainingArguments keys that need an optional package: key -> (import name, pip name).
+NEEDS_PACKAGE = {"deepspeed": ("deepspeed", "deepspeed")}
+
+
+def check_packages(training: dict[str, Any], where: str) -> None:
+    """A key whose package is not installed is named with the package, before TrainingArguments trips on it."""
+    import importlib.util
+
+    for key, (module, pip_name) in NEEDS_PACKAGE.items():
+        if training.get(key) not in (None, "", False) and importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"{where}: {key}={training[key]!r} needs the package {pip_name!r}, which is not installed "
+                f"(pip install {pip_name}, or remove the {key!r} key)"
+            )
 
 
 def _has_accelerator() -> bool:
@@ -365,6 +396,7 @@ def build_config(merged: dict[str, Any], where: str) -> TrainConfig:
     check_training_types(training, typing.get_type_hints(TrainingArguments), where)
     check_ranges({**ours, **training}, where)
     check_conflicts(ours, training, where)
+    check_packages(training, where)
     args = EaftArguments(**ours)
     args.finetuning = str(args.finetuning).lower()
     args.fused_loss = str(args.fused_loss).lower()

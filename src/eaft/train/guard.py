@@ -1,11 +1,12 @@
 """What keeps a run honest: non-finite values stop it, a collapse is reported, and resumed totals add up.
 
-- A non-finite loss, CE or gradient norm in a log, or non-finite weights before a checkpoint or the final save,
-  stop the run with `NonFiniteError` naming the step and the likely cause; nothing non-finite is saved, so the
-  run directory stays resumable from its last finite checkpoint. `allow_non_finite=true` keeps transformers'
-  behaviour (train on).
-- A collapse (CE within 10% of ln V, a uniform guess, or a gradient norm of 0 in 3 logs running) is a warning in
-  the log and in report.md.
+- A non-finite loss, CE or gradient norm in a log, or before a checkpoint or the final save non-finite weights
+  or a non-finite loss at the weights about to be saved (an update can leave finite weights of 1e30 whose next
+  forward is NaN, after a last logged loss that was finite), stop the run with `NonFiniteError` naming the step
+  and the likely cause; nothing non-finite is saved, so the run directory stays resumable from its last finite
+  checkpoint. `allow_non_finite=true` keeps transformers' behaviour (train on).
+- A collapse (CE within 10% of ln V, a uniform guess, or a gradient norm of 0 in 3 logs running), and a
+  learning rate of 0 (nothing can train), are warnings in the log and in report.md.
 - Each checkpoint holds `eaft_state.json`: the summed per-step loss, the steps and the wall time so far, so a
   resumed run reports `train_loss` over all its steps and its wall time as the sum of its parts.
 """
@@ -69,6 +70,10 @@ class RunGuard:
     _zero_grad_logs: int = 0
     _first_ce: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.learning_rate == 0:
+            self.warn("learning_rate=0: no weight can change, so the run trains to nothing; set learning_rate > 0")
+
     def cause(self) -> str:
         hints = [f"lower learning_rate (now {self.learning_rate:g})"]
         if not self.max_grad_norm:
@@ -87,6 +92,20 @@ class RunGuard:
                 f"Nothing non-finite was saved ({where})"
             )
         self._collapse(step, logs)
+
+    def check_loss_at_weights(
+        self, step: int, loss: float | None, what: str, last_checkpoint: Callable[[], str | None]
+    ) -> None:
+        """`loss`: the latest batch's loss at the weights about to be saved as `what` (None: no step taken)."""
+        if self.allow_non_finite or loss is None or _finite(loss):
+            return
+        checkpoint = last_checkpoint()
+        where = f"resume=true continues from {checkpoint}" if checkpoint else "no checkpoint was saved before it"
+        raise NonFiniteError(
+            f"step {step}: the loss at the weights about to be saved as the {what} is {loss}: the weights diverged "
+            f"after the last check, though they hold no NaN yet. Likely cause: {self.cause()}. Nothing non-finite "
+            f"was saved ({where})"
+        )
 
     def _collapse(self, step: int, logs: dict[str, Any]) -> None:
         ce, grad = logs.get("ce"), logs.get("grad_norm")

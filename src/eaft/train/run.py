@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from eaft.data import CausalLMCollator, encode_dataset, pack_examples
 from eaft.data.sources import load_dataset_conversations, split_heldout
@@ -28,7 +29,7 @@ from eaft.train.outputs import (
 )
 from eaft.train.passes import attach_flow_weights, heldout_statistics
 from eaft.train.preflight import check_lora_targets, check_model_source, check_objective_fits
-from eaft.train.run_dir import RunError, checkpoint_step, prepare_run_dir_on_ranks
+from eaft.train.run_dir import RunError, checkpoint_step, claimed_run_dir, save_failure
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ def save_final(model: torch.nn.Module, tokenizer: Any, run_dir: Path, lora: bool
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    atomic_dir(target, save)
+    try:
+        atomic_dir(target, save)  # the files get normal permissions (safetensors writes 0600)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        raise save_failure("final " + target.name, target, err, run_dir) from err
     return target
 
 
@@ -152,6 +156,11 @@ def planned_steps(training: Any, rows: int) -> int:
         getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type),
         training.warmup_steps,
     )
+    if steps < 1:
+        raise RunError(
+            f"the schedule has no optimizer step ({source}: max_steps={training.max_steps}, "
+            f"num_train_epochs={training.num_train_epochs:g}); set max_steps >= 1 or num_train_epochs > 0"
+        )
     return steps
 
 
@@ -164,24 +173,59 @@ def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> Totals
         prior = trainer.prior
         return Totals(prior.loss_sum, prior.steps, prior.wall_seconds + time.time() - trainer.session_start)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    trainer.guard.check_weights(trainer.model, trainer.state.global_step, "final model")
+    trainer.check_weights_to_save("final model")
     return trainer.totals()
 
 
 def run_training(config: TrainConfig) -> Path:
     """Train as configured and return the run directory (complete once report.md exists).
 
-    Order: the model source, the tokenizer and the data are checked before the run directory is touched and the
-    model loads; the model is then checked against the config (LoRA targets, top-k) before any step.
+    Order: the model source, the tokenizer, the data and the schedule are checked before the run directory is
+    claimed (`claimed_run_dir`: one run per directory) and the model loads; the model is then checked against the
+    config (LoRA targets, top-k) before any step.
     """
-    from transformers import set_seed
-
-    args, training = config.eaft, config.training
+    args = config.eaft
     check_model_source(args.model)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     train_examples, heldout = prepare_data(config, tokenizer)
     objective = build_objective(args.objective, args.objective_args)
-    run_dir, checkpoint = prepare_run_dir_on_ranks(config)
+    rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
+    steps = planned_steps(config.training, len(rows))
+    with claimed_run_dir(config) as (run_dir, checkpoint):
+        started = time.time()
+        data = (train_examples, rows, heldout)
+        trainer, curve, totals, heldout_ce = train_model(config, tokenizer, objective, data, steps, run_dir, checkpoint)
+        if not trainer.is_world_process_zero():
+            return run_dir  # the main process saves the model and writes the report
+        final = save_final(trainer.model, tokenizer, run_dir, lora=args.finetuning == "lora")
+        plot_curve(run_dir)
+        summary = run_summary(config, trainer, totals, final.relative_to(run_dir), len(train_examples))
+        if checkpoint is not None:
+            summary["resumed_from"] = checkpoint.name
+        if curve is not None:
+            summary["evaluation"] = curve.timings()
+        if trainer.guard.warnings:
+            summary["warnings"] = list(trainer.guard.warnings)
+        if heldout_ce is not None:
+            label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in heldout)
+            summary["heldout"] = {"rows": len(heldout), "tokens": label_tokens, **heldout_ce}
+        write_report(run_dir, summary)
+        if curve is not None and curve.plan.base:
+            curve_report(curve, run_dir)
+        logger.info("run complete in %.0f s: %s", time.time() - started, run_dir / REPORT)
+    return run_dir
+
+
+def train_model(
+    config: TrainConfig, tokenizer: Any, objective: Any, data: tuple, steps: int, run_dir: Path, checkpoint
+) -> tuple[Any, Any, Totals, dict | None]:
+    """Load the model and train it (or continue) to the planned end. `data` = (examples, rows, held-out): the
+    encoded training rows, the same packed when packing is on, and the held-out rows.
+    Returns (trainer, in-process evaluation or None, totals, held-out statistics {before, after} or None)."""
+    from transformers import set_seed
+
+    args, training = config.eaft, config.training
+    train_examples, rows, heldout = data
     started = time.time()
     set_seed(training.seed)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -191,11 +235,9 @@ def run_training(config: TrainConfig) -> Path:
     if objective.needs_static_weight:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
     before = heldout_statistics(model, heldout, collator) if heldout else None
-    rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
     curve = curve_evaluation(config, tokenizer, run_dir)
     trainer = build_trainer(config, model, tokenizer, objective, rows, heldout, collator, run_dir, curve)
     trainer.session_start = started
-    steps = planned_steps(training, len(rows))
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
         truncate_metrics(run_dir, checkpoint_step(checkpoint))
@@ -204,36 +246,24 @@ def run_training(config: TrainConfig) -> Path:
     if curve is not None and trainer.is_world_process_zero():
         finish_curve(curve, trainer, steps)
     after = heldout_statistics(trainer.model, heldout, collator) if heldout else None
-    if not trainer.is_world_process_zero():
-        return run_dir  # the main process saves the model and writes the report
-    final = save_final(trainer.model, tokenizer, run_dir, lora=args.finetuning == "lora")
-    plot_curve(run_dir)
-    summary = {
+    return trainer, curve, totals, ({"before": before, "after": after} if heldout else None)
+
+
+def run_summary(config: TrainConfig, trainer: Any, totals: Totals, saved: Path, training_rows: int) -> dict[str, Any]:
+    """summary.json's head: what was trained, how, and the loss over all steps (a resumed run's included)."""
+    args = config.eaft
+    return {
         "model": str(args.model),
         "objective": args.objective,
         "objective_args": dict(args.objective_args),
         "finetuning": args.finetuning,
         "loss_path": trainer.loss_module.path_name,
-        "training_rows": len(train_examples),
+        "training_rows": training_rows,
         "steps": trainer.state.global_step,
         "train_loss": totals.loss_sum / max(totals.steps, 1),
         "wall_seconds": round(totals.wall_seconds, 3),
-        "saved": str(final.relative_to(run_dir)),
+        "saved": str(saved),
     }
-    if checkpoint is not None:
-        summary["resumed_from"] = checkpoint.name
-    if curve is not None:
-        summary["evaluation"] = curve.timings()
-    if trainer.guard.warnings:
-        summary["warnings"] = list(trainer.guard.warnings)
-    if before is not None:
-        label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in heldout)
-        summary["heldout"] = {"rows": len(heldout), "tokens": label_tokens, "before": before, "after": after}
-    write_report(run_dir, summary)
-    if curve is not None and curve.plan.base:
-        curve_report(curve, run_dir)
-    logger.info("run complete in %.0f s: %s", time.time() - started, run_dir / REPORT)
-    return run_dir
 
 
 def curve_evaluation(config: TrainConfig, tokenizer: Any, run_dir: Path) -> Any:

@@ -1,6 +1,8 @@
 """The run directory: where a run starts, continues from, or refuses to clobber.
 
-A directory that holds only a failed start (its config.yaml and logs, no complete checkpoint, no final model,
+The main process owns the directory for the whole run (`eaft.ownership`): a second run into it is refused
+while the first lives, so "a failed start" is only ever concluded about a directory no live process owns. A
+directory that holds only a failed start (its config.yaml and logs, no complete checkpoint, no final model,
 no report.md) is taken as empty: the retry of a failed start is never refused, and resume=true starts it anew.
 """
 
@@ -9,12 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import yaml
 
 from eaft.errors import EaftError
 from eaft.io import write_text_atomic
+from eaft.ownership import own_folder
 from eaft.train.config import TrainConfig
 from eaft.train.outputs import REPORT
 
@@ -49,6 +54,44 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True) if (p / "trainer_state.json").is_file()]
 
 
+def damaged_file(checkpoint: Path) -> tuple[Path, str] | None:
+    """(file, why) for the first weight or state file of `checkpoint` that cannot be read whole, else None.
+
+    safetensors headers are checked against the file's length; torch's .pt/.pth/.bin files are zip archives,
+    whose directory sits at the end of the file, so a truncated one has none."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError
+            return path, str(err)
+    for path in sorted(p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth", ".bin")):
+        if not zipfile.is_zipfile(path):
+            return path, "truncated or not a torch archive"
+    return None
+
+
+def check_loadable(checkpoint: Path, run_dir: Path) -> Path:
+    """`checkpoint`, or a RunError naming its damaged file and how to fall back to the previous checkpoint."""
+    damage = damaged_file(checkpoint)
+    if damage is None:
+        return checkpoint
+    path, why = damage
+    older = [c for c in complete_checkpoints(run_dir) if checkpoint_step(c) < checkpoint_step(checkpoint)]
+    if older:
+        fallback = (
+            f"to fall back to {older[0].name}, delete {checkpoint} and run with resume=true again "
+            f"(or pass resume_from_checkpoint={older[0]})"
+        )
+    else:
+        fallback = f"there is no older complete checkpoint: delete {checkpoint} and start without resume"
+    raise RunError(f"{path} cannot be read ({why}): the checkpoint was cut short; {fallback}")
+
+
 def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
     """The checkpoint to continue from (resume=true: the newest complete one), or None for a fresh run."""
     explicit = config.training.resume_from_checkpoint
@@ -56,7 +99,7 @@ def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
         path = Path(explicit)
         if not (path / "trainer_state.json").is_file():
             raise RunError(f"resume_from_checkpoint={explicit!r}: not a complete checkpoint (no trainer_state.json)")
-        return path
+        return check_loadable(path, path.parent)
     if not (config.eaft.resume or str(explicit).lower() == "true"):
         return None
     if (run_dir / REPORT).is_file():
@@ -67,7 +110,26 @@ def resume_checkpoint(config: TrainConfig, run_dir: Path) -> Path | None:
         return None
     if not checkpoints:
         raise RunError(f"resume=true but {run_dir} has no complete checkpoint; start without resume")
-    return checkpoints[0]
+    return check_loadable(checkpoints[0], run_dir)
+
+
+def save_failure(what: str, folder: Path, err: BaseException, run_dir: Path) -> RunError:
+    """A failed checkpoint or final save as one line: the folder, the error, free space, and how to go on."""
+    try:
+        free = f"{shutil.disk_usage(folder if folder.exists() else run_dir).free / 1e9:.2f} GB free there"
+    except OSError:
+        free = "free space unknown"
+    text = str(err) or type(err).__name__
+    full = getattr(err, "errno", None) == 28 or any(
+        sign in text for sign in ("No space left", "StorageFull", "file write failed", "unexpected pos")
+    )
+    cause = "the disk is likely full" if full else "the write failed"
+    done = complete_checkpoints(run_dir)
+    after = f"resume=true continues from {done[0].name}" if done else "no complete checkpoint exists yet"
+    return RunError(
+        f"could not write the {what} {folder} ({text}; {free}): {cause}. Free space or choose another output_dir; "
+        f"{after}"
+    )
 
 
 def kept_evaluations(run_dir: Path, config: TrainConfig) -> Path | None:
@@ -137,3 +199,13 @@ def prepare_run_dir_on_ranks(config: TrainConfig) -> tuple[Path, Path | None]:
             return prepare_run_dir(config)
     run_dir = Path(training.output_dir)
     return run_dir, resume_checkpoint(config, run_dir)
+
+
+@contextmanager
+def claimed_run_dir(config: TrainConfig) -> Iterator[tuple[Path, Path | None]]:
+    """`prepare_run_dir_on_ranks` while the main process owns output_dir; held until the block ends."""
+    training = config.training
+    _ = training.device  # sets up the process group: process_index reads 0 on every rank before that
+    main = training.process_index == 0
+    with own_folder(training.output_dir, "eaft train") if main else nullcontext():
+        yield prepare_run_dir_on_ranks(config)

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import Trainer
 
+from eaft.io import normal_permissions
 from eaft.loss import ObjectiveLoss
 from eaft.objectives import StepStats
 from eaft.train.guard import RunGuard, Totals
+from eaft.train.run_dir import complete_checkpoints, save_failure
 
 
 def reduce_step_stats(stats: StepStats, accelerator: Any = None) -> StepStats:
@@ -55,6 +58,7 @@ class ObjectiveTrainer(Trainer):
                 "set average_tokens_across_devices=true (the loss is normalized by the label tokens of all ranks)"
             )
         self.loss_module = loss_module
+        self.last_batch: dict[str, Any] | None = None  # the latest training micro-batch, for the pre-save check
         # Makes Trainer count the window's label tokens into num_items_in_batch (our loss divides by it).
         self.model_accepts_loss_kwargs = True
 
@@ -65,6 +69,8 @@ class ObjectiveTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: int | torch.Tensor | None = None,
     ):
+        if model.training:
+            self.last_batch = inputs
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         static_weights = inputs.pop("static_weights", None)
@@ -97,20 +103,45 @@ class ObjectiveTrainer(Trainer):
             wall_seconds=self.prior.wall_seconds + time.time() - self.session_start,
         )
 
+    def loss_at_current_weights(self) -> float | None:
+        """The loss of the latest training micro-batch at the weights as they are now (eval mode, no gradient,
+        not logged); None before any step. An update can leave finite weights whose next forward is not."""
+        if self.last_batch is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return float(self.compute_loss(self.model, self.last_batch).detach().float())
+        finally:
+            self.model.train(was_training)
+
+    def check_weights_to_save(self, what: str) -> None:
+        """Before a checkpoint or the final save: finite weights, and a finite loss at those weights."""
+        if self.guard is None or self.guard.allow_non_finite:
+            return
+        step = self.state.global_step
+        self.guard.check_weights(self.model, step, what)
+        self.guard.check_loss_at_weights(
+            step, self.loss_at_current_weights(), what, lambda: _newest_checkpoint(self.args.output_dir)
+        )
+
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Refuses non-finite weights; writes the running totals first (trainer_state.json, written last by
-        Trainer, marks the checkpoint complete)."""
-        if self.guard is not None:
-            self.guard.check_weights(self.model, self.state.global_step, "checkpoint")
+        """Refuses non-finite weights (or weights whose loss is not finite); writes the running totals first
+        (trainer_state.json, written last by Trainer, marks the checkpoint complete)."""
+        self.check_weights_to_save("checkpoint")
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        try:
+            if self.is_world_process_zero():
+                folder.mkdir(parents=True, exist_ok=True)
+                self.totals().write(folder)
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError, SafetensorError) as err:  # json, torch.save and safetensors write errors
+            raise save_failure("checkpoint", folder, err, Path(self.args.output_dir)) from err
         if self.is_world_process_zero():
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            self.totals().write(folder)
-        super()._save_checkpoint(model, trial)
+            normal_permissions(folder)  # safetensors writes its files 0600
 
 
 def _newest_checkpoint(output_dir: str) -> str | None:
-    from eaft.train.run_dir import complete_checkpoints
-
     found = complete_checkpoints(Path(output_dir))
     return str(found[0]) if found else None
