@@ -3,6 +3,9 @@
 Each analysis sets its thresholds from its own quantiles, so its own conflict share measures the shape of its
 landscape rather than a fixed region. The comparable figure re-reads DIR2's token table under DIR1's thresholds
 (and the fixed thresholds the training logs use).
+
+A folder whose files do not all match the sha256 its summary.json records mixes two analyses (files of another
+analysis copied in, or, before analyses were written whole, a kill between files): it is refused.
 """
 
 from __future__ import annotations
@@ -12,8 +15,34 @@ from pathlib import Path
 
 from eaft.analysis.landscape import Thresholds, conflict_mask
 from eaft.analysis.outputs import read_table
+from eaft.errors import EaftError
+from eaft.io import sha256_file
 
 SHARES = ("confident_conflict_share", "fixed_conflict_share")
+
+
+class MixedAnalysisError(EaftError, ValueError):
+    """An analysis folder whose files are not the ones its summary.json was written with."""
+
+
+def check_whole(run_dir: str | Path, summary: dict) -> str | None:
+    """Refuses a folder whose files differ from the checksums in its summary; returns a warning for a summary
+    written before eaft recorded them (its files cannot be checked), else None."""
+    recorded = summary.get("sha256")
+    if not isinstance(recorded, dict):
+        return (
+            f"warning: {run_dir} was written by an older eaft that recorded no checksums, so whether its files "
+            "belong to one analysis cannot be checked; run `eaft analyze` again to be sure"
+        )
+    for name, digest in sorted(recorded.items()):
+        path = Path(run_dir) / name
+        if not path.is_file() or sha256_file(path) != digest:
+            state = "is missing" if not path.is_file() else "is not the file summary.json was written with"
+            raise MixedAnalysisError(
+                f"{path} {state}: {run_dir} mixes files of two analyses, so no figure of it can be trusted; "
+                "run `eaft analyze` into it again"
+            )
+    return None
 
 
 def load_summary(run_dir: str | Path) -> dict:
@@ -62,6 +91,9 @@ def compare_runs(dir1: str | Path, dir2: str | Path) -> str:
     s1, s2 = load_summary(dir1), load_summary(dir2)
     th = Thresholds(**s1["thresholds"])
     lines = [f"eaft analyze --compare: {dir1} -> {dir2}", ""]
+    for run_dir, summary in ((dir1, s1), (dir2, s2)):
+        warning = check_whole(run_dir, summary)
+        lines += [warning, ""] if warning else []
     f1, f2 = s1["config"].get("data_fingerprint"), s2["config"].get("data_fingerprint")
     if f1 != f2:
         lines += [

@@ -17,7 +17,9 @@ from eaft.analysis.outputs import write_json, write_table, write_text
 from eaft.analysis.report import annotate_top, render_report, set_summary, top_conflict_sequences
 from eaft.analysis.tokens import FULL_SPEC, TOPK_SPEC, entropy_column, token_statistics_table
 from eaft.fields import option
+from eaft.io import atomic_dir, check_replaceable, sha256_file
 from eaft.loss import FUSED_CHOICES
+from eaft.ownership import own_folder
 
 
 @dataclass
@@ -141,8 +143,33 @@ def default_out() -> Path:
     return Path("runs") / time.strftime("analyze-%Y%m%d-%H%M%S")
 
 
+#: What an analysis folder holds (glob patterns); `--out` may name a folder with these only, as it is replaced whole.
+ANALYSIS_FILES = (
+    "summary.json",
+    "report.md",
+    "report.html",
+    "*landscape.png",
+    "tokens.parquet",
+    "tokens.jsonl",
+    "rollout_tokens.parquet",
+    "rollout_tokens.jsonl",
+    ".*.tmp",  # a file an earlier eaft was writing when it was killed
+)
+
+
 def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
-    """Run the whole analysis into `config.out`; returns the summary. `model`/`tokenizer` bypass loading."""
+    """Run the whole analysis into `config.out`; returns the summary. `model`/`tokenizer` bypass loading.
+
+    The folder is owned for the whole run (`eaft.ownership`) and appears whole: every file is written into a
+    temporary folder beside it, which then replaces it (an earlier analysis's files included).
+    """
+    out = Path(config.out) if config.out else default_out()
+    with own_folder(out, "eaft analyze"):
+        check_replaceable(out, ANALYSIS_FILES, "--out")
+        return _analyze_into(out, config, model, tokenizer)
+
+
+def _analyze_into(out: Path, config: AnalyzeConfig, model, tokenizer) -> dict:
     from eaft.models import DEFAULT_MODEL_NAME, is_default, load_model_and_tokenizer, load_tokenizer
 
     objectives = build_objectives(config.objectives, config.objective_params())
@@ -154,7 +181,6 @@ def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
     else:
         conversations, samples = encode_samples(config, tokenizer)
         label = f"{type(model).__name__} (passed in by the caller)"
-    out = Path(config.out) if config.out else default_out()
     data = analyze_tokens(model, tokenizer, samples, config, objectives, "analyze data")
     axis = entropy_column(TOPK_SPEC if config.entropy == "topk" else FULL_SPEC)
     th = quantile_thresholds(
@@ -167,7 +193,6 @@ def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
     sets = {"data": (data, samples, len(samples))}
     if config.rollouts:
         sets["rollouts"] = _rollout_set(model, tokenizer, conversations, config, objectives)
-    files = _write_sets(out, sets, th, config)
     summary = {
         "config": {
             **dataclasses.asdict(config),
@@ -176,7 +201,6 @@ def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
             "data_fingerprint": data_fingerprint(samples),
         },
         "thresholds": th.to_dict(),
-        "files": files,
     }
     for name, (columns, seqs, count) in sets.items():
         summary[name] = set_summary(columns, th, list(objectives), count)
@@ -185,17 +209,25 @@ def run_analysis(config: AnalyzeConfig, model=None, tokenizer=None) -> dict:
         lookup = {(s.get("sample", i), s.get("rollout")): s["input_ids"] for i, s in enumerate(seqs)}
         annotate_top(tokenizer, columns, conflicts, top, lambda e, lk=lookup: lk[(e["sample"], e.get("rollout"))])
         summary[name]["top"] = top
+    atomic_dir(out, lambda folder: _write_outputs(folder, summary, sets, th, tokenizer, config))
+    return summary
+
+
+def _write_outputs(folder: Path, summary: dict, sets: dict, th, tokenizer, config: AnalyzeConfig) -> None:
+    """Every file of the analysis into `folder` (the temporary one); summary.json records each file's sha256,
+    so that `--compare` can tell a folder whose files belong together from a mix."""
+    summary["files"] = _write_sets(folder, sets, th, config)
     if config.html:
         from eaft.analysis.html import build_report_html
 
         page, summary["html"] = build_report_html(
-            summary, sets, th, tokenizer, out, most=config.html_samples, random=config.html_random, seed=config.seed
+            summary, sets, th, tokenizer, folder, most=config.html_samples, random=config.html_random, seed=config.seed
         )
         summary["files"]["html"] = "report.html"
-        write_text(out / "report.html", page)
-    write_json(out / "summary.json", summary)
-    write_text(out / "report.md", render_report(summary))
-    return summary
+        write_text(folder / "report.html", page)
+    write_text(folder / "report.md", render_report(summary))
+    summary["sha256"] = {name: sha256_file(folder / name) for name in sorted({*summary["files"].values(), "report.md"})}
+    write_json(folder / "summary.json", summary)
 
 
 def _rollout_set(model, tokenizer, conversations, config: AnalyzeConfig, objectives):
