@@ -87,3 +87,58 @@ def test_bad_suite_is_a_clean_error(tmp_path, capsys):
     bad.write_text("general:\n  - {name: a, type: multiple_choice, path: nowhere.jsonl, scorring: raw}\n")
     assert main(["--suite", str(bad)]) == 2
     assert "did you mean 'scoring'" in capsys.readouterr().err
+
+
+def test_a_diverged_model_is_refused_not_scored(tmp_path, capsys):
+    """Weights of 1e30 (what one step at learning_rate=1e30 leaves) give NaN log-likelihoods; a NaN never wins an
+    argmax, so without a check every item picks its first choice and the task scores as if answered."""
+    import torch
+
+    from .conftest import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(len(tokenizer))
+    with torch.no_grad():
+        for proj in (model.model.layers[0].self_attn.q_proj, model.model.layers[0].self_attn.k_proj):
+            proj.weight.fill_(1e30)  # attention scores overflow: inf - inf in the softmax
+    model.save_pretrained(tmp_path / "diverged")
+    tokenizer.save_pretrained(tmp_path / "diverged")
+    rows = [{"question": f"q{i}", "choices": ["a", "b"], "answer": 1} for i in range(4)]
+    write_jsonl(tmp_path / "mc.jsonl", rows)
+    (tmp_path / "suite.yaml").write_text("name: s\ngeneral:\n  - {name: mc, type: multiple_choice, path: mc.jsonl}\n")
+    args = [
+        "--model",
+        str(tmp_path / "diverged"),
+        "--suite",
+        str(tmp_path / "suite.yaml"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    from eaft import cli
+
+    assert cli.main(["eval", *args]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"task 'mc': the model's log-likelihoods are NaN or infinite on 4 of 4 items (first: {tmp_path}/mc.jsonl:1)"
+        in err
+    )
+    assert "evaluate an earlier checkpoint" in err and not (tmp_path / "o").exists()
+
+
+def test_an_evaluation_folder_is_replaced_whole_and_owned_by_one_eval(tmp_path, tiny_model_dir, suite_file):
+    from tests.test_ownership import holder
+
+    out = tmp_path / "run"
+    run(tiny_model_dir, suite_file, out)
+    assert (out / "samples" / "retention.jsonl").is_file()
+    suite_file.write_text(suite_file.read_text().split("extra:")[0])  # the suite drops its extra task
+    run(tiny_model_dir, suite_file, out)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["arc.jsonl", "gsm8k.jsonl"]  # no stale samples
+    other = holder(out)  # another process owns the folder, as a second `eaft eval --out` into it would meet
+    try:
+        with pytest.raises(Exception, match=rf"{out} is in use by a test holder \(pid {other.pid} on "):
+            main(["--model", str(tiny_model_dir), "--suite", str(suite_file), "--out", str(out)])
+    finally:
+        other.kill()
+        other.wait()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["arc.jsonl", "gsm8k.jsonl"]

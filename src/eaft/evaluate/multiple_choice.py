@@ -33,6 +33,7 @@ from eaft.evaluate.tasks import (
     iter_rows,
     read_jsonl,
     render,
+    require_finite,
     resolve_path,
 )
 
@@ -205,6 +206,7 @@ def evaluate_multiple_choice(task: TaskSpec, handle: ModelHandle) -> TaskOutcome
     items = build_items(task)
     model, tokenizer = handle.load()
     scored = score_items(task, [item for _, item in items], model, tokenizer)
+    require_finite(task, [line for line, _ in items], [logprobs for logprobs, _ in scored])
     correct = dict.fromkeys(SCORINGS, 0)
     samples = []
     for (line, item), (logprobs, counts) in zip(items, scored, strict=True):

@@ -22,6 +22,7 @@ from eaft.evaluate.tasks import (
     field_value,
     iter_rows,
     render,
+    require_finite,
 )
 
 
@@ -59,6 +60,7 @@ def evaluate_reference_likelihood(task: TaskSpec, handle: ModelHandle) -> TaskOu
     logprobs = continuation_logprobs(
         model, requests, batch_tokens=opts.batch_tokens, max_length=opts.max_length, desc=task.name
     )
+    require_finite(task, [line for line, _ in rows], logprobs)
     n_tokens = sum(len(cont) for _, cont in requests)
     nll = -sum(logprobs) / max(n_tokens, 1)
     metrics = {"token_prob": 100.0 * math.exp(-nll), "nll": nll, "answer_tokens": float(n_tokens)}

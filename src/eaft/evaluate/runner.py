@@ -1,13 +1,16 @@
 """`eaft eval`: run a suite on a model (and adapter), with cached per-task results, into a run directory.
 
 The run directory holds `results.json` (the record `eaft report` reads), `results.md` (this run's table),
-`suite.yaml` (a copy of the suite used) and `samples/<task>.jsonl` (per-item predictions, for inspection).
+`suite.yaml` (a copy of the suite used) and `samples/<task>.jsonl` (per-item predictions, for inspection). It is
+owned by one `eaft eval` at a time (`eaft.ownership`) and appears whole: written into a temporary folder beside
+it, which then replaces it, so no file of an earlier evaluation survives beside a new one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,18 +26,24 @@ from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval
 from eaft.evaluate.self_consistency import reference_identity
 from eaft.evaluate.suite import Suite, load_suite
 from eaft.evaluate.task_types import task_type
-from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec
-from eaft.io import write_json_atomic
+from eaft.evaluate.tasks import NonFiniteScoreError, TaskError, TaskOutcome, TaskSpec
+from eaft.io import OutputFolderError, atomic_dir, check_replaceable, write_json_atomic
 from eaft.io import write_text_atomic as _write_text
+from eaft.ownership import own_folder
 
 BACKENDS = ("native", "lm-eval")
+#: What an evaluation folder holds (glob patterns); `--out` may name a folder with these only (it is replaced).
+EVAL_FILES = ("results.json", "results.md", "suite.yaml", "samples", ".*.tmp")
 
 
 def run_native(task: TaskSpec, handle: ModelHandle, cache: ResultCache) -> TaskOutcome:
     if task.type is None:
         raise TaskError(f"{task.source}: task {task.name!r} names only an lm-eval task; run it with --backend lm-eval")
     kind = task_type(task.type)
-    return kind.evaluate(task, handle, cache) if kind.uses_cache else kind.evaluate(task, handle)
+    outcome = kind.evaluate(task, handle, cache) if kind.uses_cache else kind.evaluate(task, handle)
+    if not math.isfinite(outcome.score):
+        raise NonFiniteScoreError(f"task {task.name!r}: its score is {outcome.score} ({outcome.metric}), not a number")
+    return outcome
 
 
 def task_record(task: TaskSpec, outcome: TaskOutcome, backend: str, seconds: float) -> dict[str, Any]:
@@ -119,20 +128,13 @@ def write_run(
     result: dict[str, Any],
     curve: dict[str, Any] | None = None,
 ) -> Path:
-    """results.json, results.md, suite.yaml and samples/ in `out` (each file written atomically).
+    """results.json, results.md, suite.yaml and samples/ as the folder `out`, which appears whole.
 
     `curve` ({series, step, family}) places this model on a training curve, for `eaft report`'s frontier.
     """
     from eaft.evaluate.report import run_markdown
 
-    out.mkdir(parents=True, exist_ok=True)
-    tasks = {}
-    for name, record in result["tasks"].items():
-        record = dict(record)
-        samples = record.pop("samples", [])
-        lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-        _write_text(out / "samples" / f"{name}.jsonl", lines)
-        tasks[name] = record
+    tasks = {name: {k: v for k, v in record.items() if k != "samples"} for name, record in result["tasks"].items()}
     summary = {
         "eaft_version": __version__,
         "run": out.name,
@@ -146,9 +148,16 @@ def write_run(
         **({"curve": curve} if curve else {}),
         "tasks": tasks,
     }
-    write_json_atomic(out / "results.json", summary)
-    _write_text(out / "results.md", run_markdown(summary))
-    _write_text(out / "suite.yaml", suite.source.read_text(encoding="utf-8"))
+
+    def save(folder: Path) -> None:
+        for name, record in result["tasks"].items():
+            lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in record.get("samples", []))
+            _write_text(folder / "samples" / f"{name}.jsonl", lines)
+        write_json_atomic(folder / "results.json", summary)
+        _write_text(folder / "results.md", run_markdown(summary))
+        _write_text(folder / "suite.yaml", suite.source.read_text(encoding="utf-8"))
+
+    atomic_dir(out, save)
     return out / "results.json"
 
 
@@ -196,11 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "lm-eval":
             require_lm_eval()
         suite = load_suite(args.suite, limit=args.limit)
-        handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
-        result = run_suite(suite, handle, backend=args.backend, cache=ResultCache(enabled=not args.no_cache))
         out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
-        path = write_run(out, suite, handle, args.backend, result, curve_of(args))
-    except (TaskError, DataRootError, MissingResource, FileNotFoundError) as err:
+        with own_folder(out, "eaft eval"):
+            check_replaceable(out, EVAL_FILES, "--out")
+            handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
+            result = run_suite(suite, handle, backend=args.backend, cache=ResultCache(enabled=not args.no_cache))
+            path = write_run(out, suite, handle, args.backend, result, curve_of(args))
+    except (TaskError, DataRootError, MissingResource, FileNotFoundError, OutputFolderError) as err:
         if debugging():
             raise
         print(f"eaft eval: {err}", file=sys.stderr)

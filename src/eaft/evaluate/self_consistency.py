@@ -21,7 +21,7 @@ from eaft.evaluate.cache import ResultCache, digest, file_sha256, model_identity
 from eaft.evaluate.generative import prompt_text
 from eaft.evaluate.lm import ModelHandle, continuation_logprobs, decode, greedy_generate
 from eaft.evaluate.task_types import register_task_type
-from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, iter_rows, render
+from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, iter_rows, render, require_finite
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ def evaluate_self_consistency(task: TaskSpec, handle: ModelHandle, cache: Result
     logprobs = continuation_logprobs(
         model, requests, batch_tokens=opts.batch_tokens, max_length=1 << 30, desc=task.name
     )
+    require_finite(task, [line for line, _ in selected], logprobs, path)
     n_tokens = sum(len(a) for a in reference["answers"])
     nll = -sum(logprobs) / max(n_tokens, 1)
     metrics = {"token_prob": 100.0 * math.exp(-nll), "nll": nll, "answer_tokens": float(n_tokens)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eaft.data_root import expand_data_root
-from eaft.errors import UsageError
+from eaft.errors import EaftError, UsageError
 
 GROUPS = ("target", "general", "extra")
 LIMIT_MODES = ("first", "spread")
@@ -61,6 +62,30 @@ class TaskSpec:
 
 class TaskError(UsageError, ValueError):
     """A task or suite definition, or a data row, is not what was expected."""
+
+
+class NonFiniteScoreError(EaftError, RuntimeError):
+    """The model's log-likelihoods (or a task's score) are NaN or infinite: no score can be given."""
+
+
+def require_finite(task: TaskSpec, lines: list[int], values: list[Any], path: Path | None = None) -> None:
+    """Refuse a task whose log-likelihoods are not numbers: a NaN never wins an argmax, so a diverged model would
+    otherwise score its first choice on every item (50.00 on two choices) as if it had answered.
+    `values[i]` is item `lines[i]`'s log-likelihood, or the list of its choices' log-likelihoods; `path` is the
+    file the lines are in (default: the task's)."""
+    bad = [line for line, v in zip(lines, values, strict=True) if not all(map(math.isfinite, _as_list(v)))]
+    if bad:
+        path = path or task.path
+        where = f"{path}:{bad[0]}" if path is not None else f"item {bad[0]}"
+        raise NonFiniteScoreError(
+            f"task {task.name!r}: the model's log-likelihoods are NaN or infinite on {len(bad)} of {len(lines)} "
+            f"items (first: {where}), so the task has no score. The weights are likely diverged (too high a "
+            "learning rate in training); evaluate an earlier checkpoint"
+        )
+
+
+def _as_list(value: Any) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
 
 
 def suggest(key: str, valid: list[str]) -> str:
