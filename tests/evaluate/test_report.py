@@ -92,3 +92,70 @@ def test_errors(runs, tmp_path, capsys):
     (tmp_path / "clash" / "results.json").write_text(json.dumps(data))
     assert main([runs["base"], clash, "--out", str(tmp_path / "r")]) == 2
     assert "task 't1' is 'target' in one run and 'general' in another" in capsys.readouterr().err
+
+
+def setup_run(tmp_path, name: str, arc: float, gsm: float, prompt: str = "Question: {question}\nAnswer:") -> str:
+    """A run whose two tasks carry the settings `eaft eval` records; `prompt` is arc's."""
+
+    def record(group, score, options, data):
+        settings = {"type": "multiple_choice", "options": options, "limit": None, "limit_mode": "first"}
+        return {
+            "group": group,
+            "score": score,
+            "metric": "acc",
+            "type": "multiple_choice",
+            "n": 6,
+            "backend": "native",
+            "settings": settings,
+            "data": {f"/data/{name}/{data}.jsonl": f"sha-{data}"},
+        }
+
+    tasks = {
+        "gsm": record("target", gsm, {"prompt": None, "scoring": "raw", "few_shot": 0}, "gsm"),
+        "arc": record("general", arc, {"prompt": prompt, "scoring": "per_char", "few_shot": 0}, "arc"),
+    }
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"run": name, "model": "m", "tasks": tasks}))
+    return str(folder)
+
+
+def test_a_task_run_another_way_than_the_bases_is_refused_or_left_out_of_the_delta(tmp_path, capsys):
+    base = setup_run(tmp_path, "base", arc=50.0, gsm=10.0)
+    same = setup_run(tmp_path, "same", arc=55.0, gsm=20.0)  # its data lie elsewhere, with the same content
+    other_prompt = setup_run(tmp_path, "tuned", arc=66.67, gsm=20.0, prompt="Q: {question}\nA:")
+    assert main([base, same, other_prompt, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "not comparable with the base 'base': run 'tuned', task 'arc': prompt differ" in err
+    assert "--allow-mismatch" in err and not (tmp_path / "r" / "forgetting.md").exists()
+    assert main([base, same, other_prompt, "--out", str(tmp_path / "r"), "--allow-mismatch"]) == 0
+    rows = {r["run"]: r for r in json.loads((tmp_path / "r" / "forgetting.json").read_text())["rows"]}
+    assert rows["same"]["delta_general"] == 5.0 and rows["same"]["delta_target"] == 10.0
+    assert rows["tuned"]["delta_general"] is None and rows["tuned"]["not_compared"] == {"arc": ["prompt"]}
+    assert not rows["tuned"]["pareto"]  # nothing general left to judge it on
+    markdown = (tmp_path / "r" / "forgetting.md").read_text()
+    assert "| tuned | 20.00 | 66.67≠ | 20.00 | 66.67 | +10.00 | — |  |" in markdown
+    assert "> **warning:** run 'tuned': arc left out of its Δ, run unlike the base's (arc: prompt differ)" in markdown
+    assert "warning: run 'tuned': arc left out of its Δ" in capsys.readouterr().err
+
+
+def test_runs_that_share_no_task_or_other_tasks_are_warned_about(tmp_path, capsys):
+    base = make_run(tmp_path, "base", {"t1": 10, "g1": 50})
+    disjoint = make_run(tmp_path, "A", {"t2": 30, "g2": 45})
+    partial = make_run(tmp_path, "B", {"t1": 20, "g2": 60})
+    assert main([base, disjoint, partial, "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: run 'A' shares no task with the base 'base': nothing of it can be compared" in err
+    assert "warning: run 'B' lacks g1; adds g2 (against the base): its Target/General avg cover other tasks" in err
+    assert "shares no task with the base" in (tmp_path / "r" / "forgetting.md").read_text()
+
+
+def test_task_and_run_names_are_escaped_in_markdown(tmp_path):
+    base = make_run(tmp_path, "base", {"t1": 10})
+    data = json.loads((tmp_path / "base" / "results.json").read_text())
+    data["tasks"] = {"<img src=x onerror=alert(1)>|x": {**data["tasks"]["t1"], "notes": "<b>bold</b>"}}
+    (tmp_path / "base" / "results.json").write_text(json.dumps(data))
+    assert main([base, "--out", str(tmp_path / "r")]) == 0
+    markdown = (tmp_path / "r" / "forgetting.md").read_text()
+    assert "<img" not in markdown and "<b>" not in markdown
+    assert "&lt;img src=x onerror=alert(1)&gt;\\|x (target)" in markdown and "&lt;b&gt;bold&lt;/b&gt;" in markdown

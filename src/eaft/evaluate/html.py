@@ -35,6 +35,13 @@ def _score_cell(row: dict, task: str, link: str | None) -> str:
     return f'<td><a href="{escape(link)}" aria-label="{label} ({text})">{text}</a></td>'
 
 
+def warnings_html(warnings: list[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li><strong>warning:</strong> {escape(w)}</li>" for w in warnings)
+    return f'<ul class="warnings" role="alert">{items}</ul>'
+
+
 def table_html(table: dict[str, Any], out: Path, run_dirs: dict[str, Path]) -> str:
     """The forgetting table, each score linked to the items it was computed from."""
     names = [c["task"] for c in table["columns"]]
@@ -45,6 +52,10 @@ def table_html(table: dict[str, Any], out: Path, run_dirs: dict[str, Path]) -> s
     for row in table["rows"]:
         run = row["run"] + (" (base)" if row["run"] == table["base"] else "")
         cells = [_score_cell(row, n, samples_link(run_dirs.get(row["run"]), n, out)) for n in names]
+        cells = [
+            cell.replace("</td>", "≠</td>") if n in row.get("not_compared", {}) else cell
+            for n, cell in zip(names, cells, strict=True)
+        ]
         cells += [f"<td>{_fmt(row['target_avg'])}</td>", f"<td>{_fmt(row['general_avg'])}</td>"]
         cells += [
             f"<td>{_fmt(row['delta_target'], True)}{ci_text(row.get('delta_target_ci'))}</td>",
@@ -130,6 +141,7 @@ def forgetting_page(
         f"<header><h1>eaft report: forgetting</h1><p>Base run <strong>{escape(table['base'])}</strong>; "
         f"{len(table['rows']) - 1} other run(s).</p></header><main>",
         '<section aria-labelledby="h-table"><h2 id="h-table">Forgetting table</h2>',
+        warnings_html(table.get("warnings", [])),
         table_html(table, out, run_dirs),
         "</section>",
         figure(

@@ -166,7 +166,10 @@ def delta_intervals(
             names = [
                 c["task"]
                 for c in table["columns"]
-                if c["group"] == group and c["task"] in run["tasks"] and c["task"] in base["tasks"]
+                if c["group"] == group
+                and c["task"] in run["tasks"]
+                and c["task"] in base["tasks"]
+                and c["task"] not in row.get("not_compared", {})  # left out of the Δ (--allow-mismatch)
             ]
             row[f"delta_{group}_ci"] = _paired_delta(names, base, run, rng, resamples)
 

@@ -2,8 +2,11 @@
 
 For each run: per-task scores, Target avg and General avg (plain means over the group's tasks), and against the
 base run Δ Target and Δ General = the mean over the group's tasks that both runs have of (run − base); when
-both runs have the same tasks this is the difference of the averages. A run is on the Pareto front when no
-other run (the base included, at Δ = 0) is at least as good on both deltas and better on one.
+both runs have the same tasks this is the difference of the averages. A task enters a Δ only where it was run
+the same way as the base's (`eaft.evaluate.comparability`: data, limit, prompt, scoring, few-shot, backend); any
+other is refused unless `--allow-mismatch`, which leaves it out of that run's Δ and marks its score ≠. A run is
+on the Pareto front when no other run (the base included, at Δ = 0) is at least as good on both deltas and better
+on one. Runs that share no task with the base, or whose averages cover other tasks, are warned about.
 Outputs: `forgetting.md`, `forgetting.json`, `forgetting.png` (Δ Target against Δ General) and `forgetting.html`
 (all of it, the frontier included, in one offline page with links to each run's samples).
 """
@@ -11,6 +14,7 @@ Outputs: `forgetting.md`, `forgetting.json`, `forgetting.png` (Δ Target against
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 from eaft.errors import debugging
 from eaft.evaluate.cache import write_json_atomic
+from eaft.evaluate.comparability import coverage_warnings, left_out_warning, mismatch_error, mismatches
 from eaft.evaluate.intervals import ci_text, delta_intervals
 from eaft.evaluate.tasks import GROUPS
 from eaft.io import save_figure, write_text_atomic
@@ -69,25 +74,19 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> set[str]:
     return front
 
 
-def forgetting_table(base: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The table as data: columns, and one row per run (the base first) with scores, averages and deltas."""
+def forgetting_table(
+    base: dict[str, Any], runs: list[dict[str, Any]], *, allow_mismatch: bool = False
+) -> dict[str, Any]:
+    """The table as data: columns, and one row per run (the base first) with scores, averages and deltas.
+
+    A task whose setup differs from the base's raises `ComparabilityError`, or with `allow_mismatch` is left
+    out of that run's Δ (listed in the row's `not_compared`); `warnings` says what else a reader must know."""
     everyone = [base] + [r for r in runs if r is not base]
     columns = task_columns(everyone)
-    rows = []
-    for run in everyone:
-        scores = {name: run["tasks"][name]["score"] for name, _ in columns if name in run["tasks"]}
-        row: dict[str, Any] = {
-            "run": run["run"],
-            "model": run.get("model"),
-            "adapter": run.get("adapter"),
-            "scores": scores,
-        }
-        for group, label in (("target", "target"), ("general", "general")):
-            names = [n for n, g in columns if g == group]
-            row[f"{label}_avg"] = _mean([scores[n] for n in names if n in scores])
-            common = [n for n in names if n in scores and n in base["tasks"]]
-            row[f"delta_{label}"] = _mean([scores[n] - base["tasks"][n]["score"] for n in common])
-        rows.append(row)
+    differing = {id(run): found for run in everyone[1:] if (found := mismatches(base, run))}
+    if differing and not allow_mismatch:
+        raise mismatch_error(base, {run["run"]: differing[id(run)] for run in everyone[1:] if id(run) in differing})
+    rows = [table_row(run, base, columns, differing.get(id(run), {})) for run in everyone]
     points = {
         r["run"]: (r["delta_general"], r["delta_target"])
         for r in rows
@@ -96,22 +95,51 @@ def forgetting_table(base: dict[str, Any], runs: list[dict[str, Any]]) -> dict[s
     front = pareto_front(points)
     for row in rows:
         row["pareto"] = row["run"] in front
-    metrics = {}
+    warnings = coverage_warnings(base, everyone[1:])
+    warnings += [left_out_warning(row["run"], row["not_compared"]) for row in rows if row.get("not_compared")]
+    return {
+        "base": base["run"],
+        "columns": [{"task": n, "group": g} for n, g in columns],
+        "tasks": task_info(everyone, columns),
+        "rows": rows,
+        "warnings": warnings,
+    }
+
+
+def table_row(
+    run: dict[str, Any], base: dict[str, Any], columns: list[tuple[str, str]], not_compared: dict[str, list[str]]
+) -> dict[str, Any]:
+    """One run's scores, its group averages, and its Δ against the base over the comparable shared tasks."""
+    scores = {name: run["tasks"][name]["score"] for name, _ in columns if name in run["tasks"]}
+    row: dict[str, Any] = {"run": run["run"], "model": run.get("model"), "adapter": run.get("adapter")}
+    row["scores"] = scores
+    if not_compared:
+        row["not_compared"] = not_compared
+    for group in ("target", "general"):
+        names = [n for n, g in columns if g == group]
+        row[f"{group}_avg"] = _mean([scores[n] for n in names if n in scores])
+        common = [n for n in names if n in scores and n in base["tasks"] and n not in not_compared]
+        row[f"delta_{group}"] = _mean([scores[n] - base["tasks"][n]["score"] for n in common])
+    return row
+
+
+def task_info(runs: list[dict[str, Any]], columns: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    info = {}
     for name, group in columns:
-        record = next(r["tasks"][name] for r in everyone if name in r["tasks"])
-        metrics[name] = {
+        record = next(r["tasks"][name] for r in runs if name in r["tasks"])
+        info[name] = {
             "group": group,
             "metric": record.get("metric"),
             "type": record.get("type"),
             "n": record.get("n"),
             "notes": record.get("notes", ""),
         }
-    return {
-        "base": base["run"],
-        "columns": [{"task": n, "group": g} for n, g in columns],
-        "tasks": metrics,
-        "rows": rows,
-    }
+    return info
+
+
+def md(text: Any) -> str:
+    """Text from a results file as Markdown table text: HTML escaped (a task may be named `<script>`), `|` kept."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -124,19 +152,22 @@ def table_markdown(table: dict[str, Any]) -> str:
     names = [c["task"] for c in table["columns"]]
     head = [
         "run",
-        *[f"{n} ({table['tasks'][n]['group']})" for n in names],
+        *[f"{md(n)} ({table['tasks'][n]['group']})" for n in names],
         "Target avg",
         "General avg",
         "Δ Target",
         "Δ General",
         "Pareto",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"> **warning:** {md(w)}" for w in table.get("warnings", [])]
+    lines += [""] if lines else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table["rows"]:
         is_base = row["run"] == table["base"]
+        marked = row.get("not_compared", {})
         cells = [
-            row["run"] + (" (base)" if is_base else ""),
-            *[_fmt(row["scores"].get(n)) for n in names],
+            md(row["run"]) + (" (base)" if is_base else ""),
+            *[_fmt(row["scores"].get(n)) + ("≠" if n in marked else "") for n in names],
             _fmt(row["target_avg"]),
             _fmt(row["general_avg"]),
             _fmt(row["delta_target"], True) + ci_text(row.get("delta_target_ci")),
@@ -150,12 +181,14 @@ def table_markdown(table: dict[str, Any]) -> str:
             "[low, high]: the Δ's 95% interval from a paired bootstrap over each task's evaluation items (the same "
             "items for run and base); an interval that covers 0 shows no difference from the base."
         )
+    if any(row.get("not_compared") for row in table["rows"]):
+        lines.append("≠ run unlike the base's (other data, limit, prompt, scoring, few-shot or backend): not in Δ.")
     lines.append("")
     for name in names:
         info = table["tasks"][name]
         lines.append(
-            f"- **{name}** ({info['group']}, {info['type']}, n={info['n']}): {info['metric']}"
-            + (f"; {info['notes']}" if info["notes"] else "")
+            f"- **{md(name)}** ({md(info['group'])}, {md(info['type'])}, n={md(info['n'])}): {md(info['metric'])}"
+            + (f"; {md(info['notes'])}" if info["notes"] else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -163,8 +196,8 @@ def table_markdown(table: dict[str, Any]) -> str:
 def run_markdown(summary: dict[str, Any]) -> str:
     """One run's scores (what `eaft eval` prints and writes to results.md)."""
     table = forgetting_table(summary, [])
-    adapter = f" + adapter {summary['adapter']}" if summary.get("adapter") else ""
-    title = f"# {summary.get('suite', 'suite')}: {summary.get('model', '?')}{adapter}\n\n"
+    adapter = f" + adapter {md(summary['adapter'])}" if summary.get("adapter") else ""
+    title = f"# {md(summary.get('suite', 'suite'))}: {md(summary.get('model', '?'))}{adapter}\n\n"
     return title + table_markdown(table)
 
 
@@ -236,9 +269,10 @@ def write_report(
     *,
     frontier_target: str | None = None,
     frontier_reference: str | None = None,
+    allow_mismatch: bool = False,
 ) -> dict[str, Any]:
     """forgetting.md/.json/.png/.html; and frontier.md/.json/.png when the runs carry training curves (compared
-    with the `frontier_reference` family, by default the first run's)."""
+    with the `frontier_reference` family, by default the first run's). `allow_mismatch`: see `forgetting_table`."""
     from eaft.evaluate.frontier import frontier_markdown, frontier_png, frontier_table, has_curves
     from eaft.evaluate.html import forgetting_page
 
@@ -250,7 +284,7 @@ def write_report(
     for run, path in zip(runs, others, strict=True):
         if names.count(run["run"]) > 1:  # two run folders with the same name: tell them apart by parent
             run["run"] = f"{Path(path).resolve().parent.name}/{run['run']}"
-    table = forgetting_table(base, shown)
+    table = forgetting_table(base, shown, allow_mismatch=allow_mismatch)
     delta_intervals(table, base, shown)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +294,8 @@ def write_report(
     table["plot"] = plot.name if plot else None
     front = None
     if has_curves(runs):
-        front = frontier_table(forgetting_table(base, runs), runs, frontier_target, frontier_reference, base=base)
+        curve_table = forgetting_table(base, runs, allow_mismatch=allow_mismatch)
+        front = frontier_table(curve_table, runs, frontier_target, frontier_reference, base=base)
         write_json_atomic(out / "frontier.json", front)
         write_text_atomic(out / "frontier.md", frontier_markdown(front))
         frontier_png(front, out / "frontier.png")
@@ -283,11 +318,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frontier-reference", default=None, help="the run family the others are compared with (default: the first)"
     )
+    parser.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="a task run unlike the base's (data, limit, prompt, scoring, few-shot, backend) is left out of the Δ "
+        "and marked, instead of refused",
+    )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     base = args.base or args.runs[0]
     try:
         table = write_report(
-            base, args.runs, args.out, frontier_target=args.frontier_target, frontier_reference=args.frontier_reference
+            base,
+            args.runs,
+            args.out,
+            frontier_target=args.frontier_target,
+            frontier_reference=args.frontier_reference,
+            allow_mismatch=args.allow_mismatch,
         )
     except (FileNotFoundError, ValueError) as err:
         if debugging():
@@ -295,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eaft report: {err}", file=sys.stderr)
         return 2
     print(table_markdown(table))
+    for warning in table["warnings"]:
+        print(f"eaft report: warning: {warning}", file=sys.stderr)
     plot = table["plot"] or "no scatter (it needs runs with both target and general tasks)"
     print(f"wrote {Path(args.out) / 'forgetting.md'}, forgetting.json, forgetting.html, {plot}")
     if table.get("frontier"):
