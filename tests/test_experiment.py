@@ -345,3 +345,28 @@ def test_a_changed_suite_evaluates_again(tmp_path, monkeypatch):
     assert ran == [("eval", "base"), ("train", "sft")]  # scored in its training process: trained again to score
     result = json.loads((tmp_path / "out" / "evals" / "sft" / "step-2" / "results.json").read_text())
     assert result["tasks"]["mc_general"]["settings"]["options"]["scoring"] == "per_char"
+
+
+def test_a_second_runner_on_the_same_experiment_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    path = write_experiment(tmp_path, ["sft"])
+    holder = subprocess.Popen(  # another live process owns the experiment folder
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from eaft.ownership import own_folder\n"
+            f"with own_folder({str(tmp_path / 'out')!r}, 'eaft experiment'):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert exp.main([str(path)]) == 2
+        assert "eaft experiment" in capsys.readouterr().err
+        assert not (tmp_path / "out" / "runs").exists()  # nothing trained into the owned folder
+    finally:
+        holder.kill()
+        holder.wait()

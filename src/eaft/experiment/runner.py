@@ -213,6 +213,13 @@ def eval_dirs(experiment: Experiment) -> list[Path]:
 
 def run_experiment(experiment: Experiment, rerun: list[str] = ()) -> Path:
     """Run what is not done yet and write the report; returns the report folder."""
+    from eaft.ownership import own_folder
+
+    with own_folder(experiment.out, "eaft experiment"):  # one runner per experiment folder
+        return _run_owned(experiment, rerun)
+
+
+def _run_owned(experiment: Experiment, rerun: list[str]) -> Path:
     from tqdm import tqdm
 
     from eaft.evaluate.report import write_report
