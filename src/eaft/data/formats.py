@@ -145,7 +145,7 @@ def _system(row: Row, where: str) -> Messages:
     return [{"role": "system", "content": system}]
 
 
-def alpaca_messages(row: Row, where: str) -> Messages:
+def alpaca_messages(row: Row, where: str, *, llamafactory: bool = False) -> Messages:
     instruction = _field(row, "instruction", "alpaca", where)
     output = _field(row, "output", "alpaca", where)
     extra = row.get("input") or ""
@@ -156,7 +156,10 @@ def alpaca_messages(row: Row, where: str) -> Messages:
         if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
             raise DataError(f"{where}: field 'history' must be a list of [user, assistant] string pairs")
         messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
-    prompt = f"{instruction}\n\n{extra}" if extra else instruction
+    if llamafactory:  # LLaMA-Factory joins the non-empty parts with one newline
+        prompt = "\n".join(part for part in (instruction, extra) if part)
+    else:
+        prompt = f"{instruction}\n\n{extra}" if extra else instruction
     return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
 
 
@@ -221,9 +224,15 @@ CONVERTERS = {
 }
 
 
-def row_to_messages(row: Row, fmt: str, where: str) -> Messages:
-    """One row as a normalized conversation; a conversation without an assistant turn is an error."""
-    messages = CONVERTERS[fmt](row, where)
+def row_to_messages(row: Row, fmt: str, where: str, *, compat: str = "eaft") -> Messages:
+    """One row as a normalized conversation; a conversation without an assistant turn is an error.
+
+    Under `compat="llamafactory"` an alpaca `input` follows the instruction after one newline, as in LLaMA-Factory.
+    """
+    if fmt == "alpaca" and compat == "llamafactory":
+        messages = alpaca_messages(row, where, llamafactory=True)
+    else:
+        messages = CONVERTERS[fmt](row, where)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: the conversation has no assistant turn, so nothing would be trained")
     return messages

@@ -10,14 +10,20 @@ from eaft.data.formats import FORMATS, DataError, Messages, Row, detect_format, 
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet")
 
 
-def load_conversations(source: str, *, format: str = "auto", max_samples: int | None = None) -> list[Messages]:  # noqa: A002
+def load_conversations(
+    source: str,
+    *,
+    format: str = "auto",  # noqa: A002
+    max_samples: int | None = None,
+    compat: str = "eaft",
+) -> list[Messages]:
     """Read a dataset and normalize every row to OpenAI-style messages.
 
     `source` is a JSON / JSONL / parquet file, a folder of such files (read in name order), or — only when no
     such path exists — a Hugging Face hub dataset id (`name` or `name:split`, default split `train`; needs the
     optional package `datasets`). `format` is `auto` (detected from the first row's keys) or one of
     `alpaca`, `sharegpt`, `messages`, `prompt_completion` (see `eaft.data.formats`). `max_samples` keeps the
-    first rows only.
+    first rows only. `compat="llamafactory"` reads alpaca rows as LLaMA-Factory does (`eaft.data.formats`).
 
     Returns a list of conversations, each `[{"role": ..., "content": ...}, ...]` with at least one assistant turn.
     Raises `DataError` naming file:line (or file[row i], counted from 1) for malformed lines, missing fields, rows
@@ -34,7 +40,7 @@ def load_conversations(source: str, *, format: str = "auto", max_samples: int | 
         if max_samples is not None and len(conversations) >= max_samples:
             break
         fmt = fmt or detect_format(row, where)
-        conversations.append(row_to_messages(row, fmt, where))
+        conversations.append(row_to_messages(row, fmt, where, compat=compat))
     if not conversations:
         raise DataError(f"{source}: the dataset is empty (no rows)")
     return conversations

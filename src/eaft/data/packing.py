@@ -49,8 +49,10 @@ class CausalLMCollator:
 
     Unpacked examples give `input_ids`, `labels`, `attention_mask` (1 on real tokens); packed examples (those
     with `position_ids`) give `input_ids`, `labels`, `position_ids` and no attention mask: padding then forms its
-    own short sequence with positions restarting at 0 and no labels. Float keys such as `static_weights` are padded
-    with 0. Shape: every tensor [B, S], S the longest example (rounded up to `pad_to_multiple_of`).
+    own short sequence with positions restarting at 0 and no labels. An example that carries its own
+    `attention_mask` (LLaMA-Factory's `packing`: one causal mask over the packed row) keeps it, padded with 0.
+    Float keys such as `static_weights` are padded with 0. Shape: every tensor [B, S], S the longest example
+    (rounded up to `pad_to_multiple_of`).
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
@@ -68,6 +70,8 @@ class CausalLMCollator:
             for key, values in feature.items():
                 if key == "position_ids":
                     padded = list(values) + list(range(pad))
+                elif key == "attention_mask":  # a packed row that spans one causal mask (LLaMA-Factory's packing)
+                    padded = list(values) + [0] * pad
                 elif key == "input_ids":
                     padded = list(values) + [self.pad_token_id] * pad
                 elif key in PAD_VALUES:
@@ -75,7 +79,7 @@ class CausalLMCollator:
                 else:
                     continue  # sample-level metadata does not go to the model
                 batch.setdefault(key, []).append(padded)
-            if not packed:
+            if not packed and "attention_mask" not in feature:
                 batch.setdefault("attention_mask", []).append([1] * len(feature["input_ids"]) + [0] * pad)
         out = {}
         for key, rows in batch.items():

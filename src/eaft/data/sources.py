@@ -76,13 +76,26 @@ def _check_lf_entry(entry: dict[str, Any], where: str) -> str:
     return formatting
 
 
-def _lf_row(row: dict[str, Any], entry: dict[str, Any], formatting: str) -> dict[str, Any]:
-    """A row of a LLaMA-Factory dataset renamed to our alpaca / sharegpt fields."""
+def _lf_columns(entry: dict[str, Any], formatting: str, compat: str) -> dict[str, str]:
+    """LLaMA-Factory column key -> the row's column name. Under compat llamafactory, as LLaMA-Factory reads them:
+    a `columns` mapping names every column read (the others are not read), and without one only the default
+    prompt/query/response (alpaca) or conversations (sharegpt) columns are read; `system` and `history` only
+    when named."""
     columns = entry.get("columns", {})
+    if compat != "llamafactory":
+        return {key: columns.get(key, ours) for key, ours in LF_COLUMNS[formatting].items()}
+    if "columns" in entry:
+        return {key: name for key, name in columns.items() if name}
+    return {key: ours for key, ours in LF_COLUMNS[formatting].items() if key not in ("system", "history")}
+
+
+def _lf_row(row: dict[str, Any], entry: dict[str, Any], formatting: str, compat: str = "eaft") -> dict[str, Any]:
+    """A row of a LLaMA-Factory dataset renamed to our alpaca / sharegpt fields."""
+    columns = _lf_columns(entry, formatting, compat)
     out = {
-        ours: row[columns.get(key, ours)]
+        ours: row[columns[key]]
         for key, ours in LF_COLUMNS[formatting].items()
-        if columns.get(key, ours) in row
+        if key in columns and columns[key] in row
     }
     if formatting == "sharegpt" and isinstance(out.get("conversations"), list):
         tags = {**LF_TAGS, **entry.get("tags", {})}
@@ -97,7 +110,9 @@ def _lf_row(row: dict[str, Any], entry: dict[str, Any], formatting: str) -> dict
     return out
 
 
-def _load_lf(name: str, entry: dict[str, Any], dataset_dir: str, max_samples: int | None) -> list[Messages]:
+def _load_lf(
+    name: str, entry: dict[str, Any], dataset_dir: str, max_samples: int | None, compat: str = "eaft"
+) -> list[Messages]:
     where = f"{dataset_dir}/dataset_info.json[{name}]"
     formatting = _check_lf_entry(entry, where)
     try:
@@ -110,29 +125,36 @@ def _load_lf(name: str, entry: dict[str, Any], dataset_dir: str, max_samples: in
     for row_where, row in read_rows(path):
         if max_samples is not None and len(conversations) >= max_samples:
             break
-        conversations.append(row_to_messages(_lf_row(row, entry, formatting), formatting, row_where))
+        conversations.append(
+            row_to_messages(_lf_row(row, entry, formatting, compat), formatting, row_where, compat=compat)
+        )
     if not conversations:
         raise DataError(f"{path}: the dataset is empty (no rows)")
     return conversations
 
 
 def load_dataset_conversations(
-    dataset: str, *, data_format: str = "auto", dataset_dir: str | None = None, max_samples: int | None = None
+    dataset: str,
+    *,
+    data_format: str = "auto",
+    dataset_dir: str | None = None,
+    max_samples: int | None = None,
+    compat: str = "eaft",
 ) -> list[Messages]:
-    """All conversations of a (comma-separated) `dataset` setting, in order."""
+    """All conversations of a (comma-separated) `dataset` setting, in order (`compat`: see `eaft.data.formats`)."""
     conversations: list[Messages] = []
     for name in (part.strip() for part in str(dataset).split(",")):
         if not name:
             continue
         entry = None if Path(name).exists() else _lf_entry(name, dataset_dir)
         if entry is not None:
-            conversations += _load_lf(name, entry, dataset_dir, max_samples)
+            conversations += _load_lf(name, entry, dataset_dir, max_samples, compat)
         elif not Path(name).exists() and name in SHIPPED:
             conversations += load_conversations(
-                str(shipped_dataset_path(name)), format=data_format, max_samples=max_samples
+                str(shipped_dataset_path(name)), format=data_format, max_samples=max_samples, compat=compat
             )
         else:
-            conversations += load_conversations(name, format=data_format, max_samples=max_samples)
+            conversations += load_conversations(name, format=data_format, max_samples=max_samples, compat=compat)
     if not conversations:
         raise DataError(f"dataset={dataset!r}: no data")
     return conversations

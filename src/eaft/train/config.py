@@ -23,6 +23,9 @@ from eaft.errors import UsageError
 from eaft.fields import option
 
 FINETUNING = ("lora", "full")
+COMPAT = ("eaft", "llamafactory")
+#: Keys that only the llamafactory rules read, with their defaults.
+LLAMAFACTORY_ONLY = {"template": None, "default_system": None, "enable_thinking": True, "neat_packing": False}
 FUSED = ("auto", "true", "false")
 LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
 
@@ -49,10 +52,39 @@ class EaftArguments:
     data_format: str = option("auto", "Row format: auto, alpaca, sharegpt, messages or prompt_completion.")
     max_samples: int | None = option(None, "Use only the first N rows of each dataset.")
     val_size: float = option(
-        0.0, "Rows held out from the end of the data for the before/after CE in report.md: a count (>= 1) or fraction."
+        0.0,
+        "Rows held out for the before/after CE in report.md: a count (>= 1) or fraction. compat eaft: the last rows; "
+        "compat llamafactory: LLaMA-Factory's seeded random split.",
     )
-    cutoff_len: int = option(1024, "Keep the first cutoff_len tokens of each conversation.")
-    packing: bool = option(False, "Pack several conversations into each row of cutoff_len tokens (no cross-attention).")
+    cutoff_len: int = option(
+        1024,
+        "Tokens per conversation. compat eaft: the first cutoff_len tokens are kept; compat llamafactory: "
+        "LLaMA-Factory's split of the budget between each prompt and response.",
+    )
+    packing: bool = option(
+        False,
+        "Pack several conversations into each row of cutoff_len tokens. compat eaft: packed conversations never "
+        "attend to each other; compat llamafactory: they do, as in LLaMA-Factory (neat_packing isolates them).",
+    )
+    compat: str = option(
+        "eaft",
+        "Whose data rules the run follows: 'eaft' (the rules described here) or 'llamafactory' (LLaMA-Factory "
+        "0.9.5's template, cutoff split, validation split, packing and defaults). A LLaMA-Factory YAML sets it.",
+    )
+    template: str | None = option(
+        None,
+        "compat llamafactory: LLaMA-Factory's template (chatml, smollm, smollm2, qwen, qwen3, qwen3_nothink); "
+        "none reads the tokenizer's chat template as LLaMA-Factory does.",
+    )
+    default_system: str | None = option(None, "compat llamafactory: replaces the template's default system prompt.")
+    enable_thinking: bool = option(
+        True,
+        "compat llamafactory, reasoning template (qwen3): an answer without a thought block gets an empty one that "
+        "is trained (true) or part of the prompt with thoughts removed (false).",
+    )
+    neat_packing: bool = option(
+        False, "compat llamafactory: packing whose packed conversations do not attend to each other."
+    )
     objective: str = option(
         "sft", "Training objective by registry name: sft, eaft, masked_sft, dft, sft_kl, asft, flow, talr."
     )
@@ -259,7 +291,7 @@ def check_our_values(values: dict[str, Any], where: str) -> None:
         except ScheduleError as err:
             raise ConfigError(str(err)) from None
     check_lora_target(values.get("lora_target", "all"), where)
-    choices = {"finetuning": FINETUNING, "fused_loss": FUSED}
+    choices = {"finetuning": FINETUNING, "fused_loss": FUSED, "compat": COMPAT}
     for key, allowed in choices.items():
         if key in values and str(values[key]).lower() not in allowed:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {values[key]!r}")
@@ -377,6 +409,12 @@ def check_conflicts(ours: dict[str, Any], training: dict[str, Any], where: str) 
     for key, fixed in TRAINING_FIXED.items():
         if key in training and training[key] != fixed:
             raise ConfigError(f"{where}: {key} must be {fixed} for eaft train (got {training[key]!r})")
+    if ours.get("compat", "eaft") != "llamafactory":
+        stray = [
+            f"{key}={ours[key]!r}" for key, default in LLAMAFACTORY_ONLY.items() if ours.get(key, default) != default
+        ]
+        if stray:
+            raise ConfigError(f"{where}: {', '.join(stray)} applies under compat: llamafactory only")
     if ours.get("resume") and training.get("resume_from_checkpoint"):
         raise ConfigError(f"{where}: set either resume=true or resume_from_checkpoint=<path>, not both")
     if ours.get("resume") and ours.get("overwrite_output_dir"):

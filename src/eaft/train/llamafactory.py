@@ -1,15 +1,20 @@
-"""LLaMA-Factory SFT YAMLs, translated to `eaft train` keys.
+"""LLaMA-Factory SFT YAMLs, translated to `eaft train` keys under `compat: llamafactory`.
 
-Honoured keys (translated): `model_name_or_path` -> model, `finetuning_type` (lora | full), `use_eaft_loss` /
-`eaft_alpha` -> objective eaft (top-k 20 entropy divided by 3.0, as LLaMA-Factory computes it), `use_dft_loss` ->
-objective dft, `use_asft_loss` / `asft_alpha` -> objective asft with alpha (one loss flag at most),
-`warmup_ratio` -> warmup_steps (a fraction), `stage` (sft only), `do_train` (true only).
-Honoured as they are: `cutoff_len`, `max_samples`, `val_size`, `packing`, `lora_rank`, `lora_alpha`,
-`lora_dropout`, `lora_target`, `dataset` (a local file, or names in `dataset_dir`/dataset_info.json),
-`dataset_dir`, `trust_remote_code`, `overwrite_output_dir`, and every `transformers.TrainingArguments` key.
-Accepted without effect: `template` (the tokenizer's own chat template renders conversations), `overwrite_cache`
-and `preprocessing_num_workers` (nothing is cached), `plot_loss` (the curve is always plotted), `flash_attn: auto`.
-Any other key is refused by name.
+A config is a LLaMA-Factory one when it holds a key only LLaMA-Factory has (`MARKERS`) or says
+`compat: llamafactory`. It then runs by LLaMA-Factory 0.9.5's data rules (`eaft.data.llamafactory`: template,
+cutoff split, validation split, packing) and its defaults where they differ from eaft's and show in the loss or
+the memory (`LF_DEFAULTS`; gradient checkpointing on unless `disable_gradient_checkpointing: true`).
+
+Translated: `model_name_or_path` -> model, `finetuning_type` (lora | full), `use_eaft_loss` / `eaft_alpha` ->
+objective eaft (top-k 20 entropy divided by 3.0, as LLaMA-Factory computes it), `use_dft_loss` -> objective dft,
+`use_asft_loss` / `asft_alpha` -> objective asft with alpha (one loss flag at most), `warmup_ratio` ->
+warmup_steps (a fraction), `neat_packing` (implies packing), `disable_gradient_checkpointing` / `use_reentrant_gc`
+-> gradient_checkpointing(_kwargs), `stage` (sft only), `do_train` (true only).
+Honoured as they are: `template`, `default_system`, `enable_thinking`, `cutoff_len`, `max_samples`, `val_size`,
+`packing`, the LoRA keys, `dataset`, `dataset_dir`, `trust_remote_code`, `overwrite_output_dir`, and every
+`transformers.TrainingArguments` key.
+Accepted at the values that describe what eaft does (`AS_EAFT_DOES`, each value checked), and without effect
+whatever their value (`NO_EFFECT`). Any other key, or another value, is refused by name.
 """
 
 from __future__ import annotations
@@ -17,31 +22,60 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from eaft.train.config import ConfigError, our_fields, training_fields
+from eaft.train.config import LLAMAFACTORY_ONLY, ConfigError, our_fields, training_fields
 
 logger = logging.getLogger(__name__)
 
-MARKERS = (
-    "model_name_or_path",
-    "finetuning_type",
-    "stage",
-    "use_eaft_loss",
-    "use_dft_loss",
-    "use_asft_loss",
-    "eaft_alpha",
-    "asft_alpha",
-    "template",
-)
 #: LLaMA-Factory's loss flags, each selecting one objective.
 LOSS_FLAGS = {"use_eaft_loss": "eaft", "use_dft_loss": "dft", "use_asft_loss": "asft"}
 RENAMED = {"model_name_or_path": "model", "finetuning_type": "finetuning"}
-NO_EFFECT = ("template", "overwrite_cache", "preprocessing_num_workers", "plot_loss")
+#: LLaMA-Factory keys eaft accepts at these values only: what eaft does anyway (LLaMA-Factory's defaults).
+AS_EAFT_DOES: dict[str, tuple[Any, ...]] = {
+    "train_on_prompt": (False,),
+    "mask_history": (False,),
+    "preserve_thinking": (False, True),  # only read with mask_history, which is false
+    "use_fast_tokenizer": (True,),
+    "flash_attn": ("auto", "sdpa"),  # transformers' default attention is sdpa
+    "split_special_tokens": (False,),
+    "resize_vocab": (False,),
+    "upcast_layernorm": (False,),
+    "upcast_lmhead_output": (False,),
+    "ignore_pad_token_for_loss": (True,),
+    "streaming": (False,),
+    "mix_strategy": ("concat",),
+    "preprocessing_batch_size": (1000,),
+    "disable_shuffling": (False,),
+    "tool_format": (None,),
+    "use_unsloth": (False,),
+    "enable_liger_kernel": (False,),
+    "use_dora": (False,),
+    "use_rslora": (False,),
+    "pissa_init": (False,),
+    "compute_accuracy": (False,),
+    "include_effective_tokens_per_second": (False,),
+}
+NO_EFFECT = ("overwrite_cache", "preprocessing_num_workers", "plot_loss", "print_param_status")
+MARKERS = (
+    *RENAMED,
+    "stage",
+    "do_train",
+    *LOSS_FLAGS,
+    "eaft_alpha",
+    "asft_alpha",
+    *LLAMAFACTORY_ONLY,
+    *AS_EAFT_DOES,
+    *NO_EFFECT,
+    "disable_gradient_checkpointing",
+    "use_reentrant_gc",
+)
+#: LLaMA-Factory's defaults (its own, or the Hugging Face ones it keeps) where eaft's differ, for keys left out.
+LF_DEFAULTS: dict[str, Any] = {"cutoff_len": 2048, "learning_rate": 5e-5, "per_device_train_batch_size": 8}
 #: LLaMA-Factory computes H = entropy of the top-20 renormalized distribution, divided by 3.0.
 LF_EAFT_ARGS = {"k": 20, "normalizer": 3.0}
 
 
 def is_llamafactory(config: dict[str, Any]) -> bool:
-    return any(key in config for key in MARKERS)
+    return config.get("compat") == "llamafactory" or any(key in config for key in MARKERS)
 
 
 def _objective(config: dict[str, Any], where: str) -> tuple[str | None, dict[str, Any]]:
@@ -61,9 +95,8 @@ def _objective(config: dict[str, Any], where: str) -> tuple[str | None, dict[str
     return objective, args
 
 
-def translate_llamafactory(config: dict[str, Any], where: str) -> dict[str, Any]:
-    """A LLaMA-Factory SFT config as `eaft train` keys; a key neither side knows is refused by name."""
-    config = dict(config)
+def _check_fixed(config: dict[str, Any], where: str) -> None:
+    """Keys with one meaningful value in eaft: checked, then dropped."""
     stage = config.pop("stage", "sft")
     if stage != "sft":
         raise ConfigError(f"{where}: stage={stage!r} is not supported; eaft train runs supervised fine-tuning (sft)")
@@ -71,12 +104,42 @@ def translate_llamafactory(config: dict[str, Any], where: str) -> dict[str, Any]
         raise ConfigError(f"{where}: do_train must be true for eaft train")
     if config.get("finetuning_type", "lora") not in ("lora", "full"):
         raise ConfigError(f"{where}: finetuning_type={config['finetuning_type']!r} is not supported (lora or full)")
-    flash = config.pop("flash_attn", "auto")
-    if flash != "auto":
-        raise ConfigError(f"{where}: flash_attn={flash!r} is not supported; the model's default attention is used")
+    compat = config.pop("compat", "llamafactory")
+    if compat != "llamafactory":
+        raise ConfigError(f"{where}: compat={compat!r} contradicts the LLaMA-Factory keys of this config")
+    for key, allowed in AS_EAFT_DOES.items():
+        if key in config:
+            value = config.pop(key)
+            if not any(value == ok and type(value) is type(ok) for ok in allowed):
+                shown = " or ".join(f"{key}: {'null' if ok is None else repr(ok).lower()}" for ok in allowed)
+                raise ConfigError(
+                    f"{where}: LLaMA-Factory key {key}={value!r} is not supported by eaft train (accepted: {shown}, "
+                    "which is what eaft does)"
+                )
     for key in NO_EFFECT:
         if key in config:
             logger.info("%s: %s=%r is accepted without effect", where, key, config.pop(key))
+
+
+def _gradient_checkpointing(config: dict[str, Any], where: str) -> None:
+    """On unless disable_gradient_checkpointing, reentrant unless use_reentrant_gc: false (LLaMA-Factory's)."""
+    disable = config.pop("disable_gradient_checkpointing", False)
+    reentrant = config.pop("use_reentrant_gc", True)
+    for key, value in (("disable_gradient_checkpointing", disable), ("use_reentrant_gc", reentrant)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}={value!r} must be true or false")
+    if not disable or config.get("gradient_checkpointing"):
+        config["gradient_checkpointing"] = True
+        config.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": reentrant})
+
+
+def translate_llamafactory(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """A LLaMA-Factory SFT config as `eaft train` keys; a key neither side knows is refused by name."""
+    config = dict(config)
+    _check_fixed(config, where)
+    _gradient_checkpointing(config, where)
+    if config.get("neat_packing"):
+        config["packing"] = True  # as in LLaMA-Factory, neat_packing implies packing
     objective, objective_args = _objective(config, where)
     if objective is not None:
         if config.get("objective", objective) != objective:
@@ -99,4 +162,4 @@ def translate_llamafactory(config: dict[str, Any], where: str) -> dict[str, Any]
             f"{where}: LLaMA-Factory key(s) {', '.join(map(repr, refused))} are not supported by eaft train "
             "(see eaft.train.llamafactory for the honoured keys)"
         )
-    return config
+    return {**LF_DEFAULTS, **config, "compat": "llamafactory"}

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 
 from eaft.data import CausalLMCollator, encode_dataset, pack_examples
+from eaft.data.llamafactory import llamafactory_examples, pack_llamafactory
 from eaft.data.sources import load_dataset_conversations, split_heldout
 from eaft.io import atomic_dir
 from eaft.loss import ObjectiveLoss, Reference
@@ -32,13 +33,27 @@ from eaft.train.preflight import check_lora_targets, check_model_source, check_o
 from eaft.train.run_dir import RunError, checkpoint_step, claimed_run_dir, save_failure
 
 logger = logging.getLogger(__name__)
+#: The config keys that `compat: llamafactory` data preparation reads.
+LLAMAFACTORY_DATA_KEYS = ("template", "val_size", "cutoff_len", "packing", "default_system", "enable_thinking")
 
 
 def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list[dict], list[dict]]:
     args = config.eaft
     conversations = load_dataset_conversations(
-        args.dataset, data_format=args.data_format, dataset_dir=args.dataset_dir, max_samples=args.max_samples
+        args.dataset,
+        data_format=args.data_format,
+        dataset_dir=args.dataset_dir,
+        max_samples=args.max_samples,
+        compat=args.compat,
     )
+    if args.compat == "llamafactory":
+        return llamafactory_examples(
+            tokenizer,
+            conversations,
+            **{key: getattr(args, key) for key in LLAMAFACTORY_DATA_KEYS},
+            seed=config.training.seed,
+            name=args.dataset,
+        )
     train, heldout = split_heldout(conversations, args.val_size)
     train_examples = encode_dataset(tokenizer, train, cutoff_len=args.cutoff_len, name=args.dataset)
     heldout_examples = (
@@ -46,6 +61,15 @@ def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list[dict], list[
     )
     logger.info("data: %d training rows, %d held out (%s)", len(train_examples), len(heldout_examples), args.dataset)
     return train_examples, heldout_examples
+
+
+def pack_rows(args: Any, examples: list[dict], pad_token_id: int) -> list[dict]:
+    """The training rows: the examples, packed when packing is on (by LLaMA-Factory's rule under its compat)."""
+    if not args.packing:
+        return examples
+    if args.compat == "llamafactory":
+        return pack_llamafactory(examples, args.cutoff_len, pad_token_id=pad_token_id, neat=args.neat_packing)
+    return pack_examples(examples, args.cutoff_len)
 
 
 def apply_finetuning(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
@@ -189,7 +213,7 @@ def run_training(config: TrainConfig) -> Path:
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     train_examples, heldout = prepare_data(config, tokenizer)
     objective = build_objective(args.objective, args.objective_args)
-    rows = pack_examples(train_examples, args.cutoff_len) if args.packing else train_examples
+    rows = pack_rows(args, train_examples, tokenizer.pad_token_id)
     steps = planned_steps(config.training, len(rows))
     with claimed_run_dir(config) as (run_dir, checkpoint):
         started = time.time()
@@ -231,7 +255,8 @@ def train_model(
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     check_objective_fits(objective, model)
     model.to(training.device)
-    collator = CausalLMCollator(tokenizer.pad_token_id)
+    llamafactory = args.compat == "llamafactory"
+    collator = CausalLMCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if llamafactory else None)
     if objective.needs_static_weight:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
     before = heldout_statistics(model, heldout, collator) if heldout else None
