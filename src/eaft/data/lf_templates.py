@@ -73,20 +73,35 @@ FAMILIES = (
 )
 
 
+def _family_marker(tokenizer: Any) -> str | None:
+    text = getattr(tokenizer, "chat_template", None)
+    if not isinstance(text, str):
+        return None
+    return next((marker for marker, _ in FAMILIES if marker in text), None)
+
+
 def model_family(tokenizer: Any) -> str:
     """The model's own chat template, described by its family (for error messages)."""
-    text = getattr(tokenizer, "chat_template", None)
-    if not isinstance(text, str) or not text:
+    if not getattr(tokenizer, "chat_template", None):
         return "none (its tokenizer has no chat template)"
-    return next((family for marker, family in FAMILIES if marker in text), "not one of the families eaft knows")
+    marker = _family_marker(tokenizer)
+    return dict(FAMILIES)[marker] if marker else "not one of the families eaft knows"
+
+
+def _misfit(tokenizer: Any, template: ChatTemplate) -> str | None:
+    """Why `template` does not fit the tokenizer: a marker that is not one token, or a chat template of another
+    family (a model without a chat template, or with one eaft does not recognize, is judged by its tokens)."""
+    missing = [m for m in template.markers if len(tokenizer.encode(m, add_special_tokens=False)) != 1]
+    if missing:
+        return f"{', '.join(missing)} is not one token of its tokenizer"
+    own = _family_marker(tokenizer)
+    if own is not None and own not in template.markers:
+        return "its chat template is of another family"
+    return None
 
 
 def _fitting(tokenizer: Any) -> list[str]:
-    return [name for name, template in TEMPLATES.items() if not _missing_markers(tokenizer, template)]
-
-
-def _missing_markers(tokenizer: Any, template: ChatTemplate) -> list[str]:
-    return [m for m in template.markers if len(tokenizer.encode(m, add_special_tokens=False)) != 1]
+    return [name for name, template in TEMPLATES.items() if _misfit(tokenizer, template) is None]
 
 
 def resolve_template(name: str | None, tokenizer: Any) -> ChatTemplate:
@@ -104,12 +119,9 @@ def resolve_template(name: str | None, tokenizer: Any) -> ChatTemplate:
             f"template={name!r} is not one eaft reproduces under compat: llamafactory (it reproduces "
             f"{', '.join(TEMPLATES)}); for model {model!r} {own}; {advice}"
         )
-    missing = _missing_markers(tokenizer, TEMPLATES[name])
-    if missing:
-        raise DataError(
-            f"template={name!r} does not fit model {model!r}: {', '.join(missing)} is not one token of its "
-            f"tokenizer, and {own}; {advice}"
-        )
+    misfit = _misfit(tokenizer, TEMPLATES[name])
+    if misfit:
+        raise DataError(f"template={name!r} does not fit model {model!r}: {misfit}, and {own}; {advice}")
     return TEMPLATES[name]
 
 

@@ -70,6 +70,11 @@ MARKERS = (
 )
 #: LLaMA-Factory's defaults (its own, or the Hugging Face ones it keeps) where eaft's differ, for keys left out.
 LF_DEFAULTS: dict[str, Any] = {"cutoff_len": 2048, "learning_rate": 5e-5, "per_device_train_batch_size": 8}
+#: TrainingArguments' checkpointing switch and options: the newer names first (later transformers 5 releases).
+CHECKPOINTING = (
+    ("activation_checkpointing", "activation_checkpointing_kwargs"),
+    ("gradient_checkpointing", "gradient_checkpointing_kwargs"),
+)
 #: LLaMA-Factory computes H = entropy of the top-20 renormalized distribution, divided by 3.0.
 LF_EAFT_ARGS = {"k": 20, "normalizer": 3.0}
 
@@ -128,9 +133,12 @@ def _gradient_checkpointing(config: dict[str, Any], where: str) -> None:
     for key, value in (("disable_gradient_checkpointing", disable), ("use_reentrant_gc", reentrant)):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {key}={value!r} must be true or false")
-    if not disable or config.get("gradient_checkpointing"):
-        config["gradient_checkpointing"] = True
-        config.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": reentrant})
+    flag, options = next(pair for pair in CHECKPOINTING if pair[0] in training_fields())
+    asked = [config.pop(name) for name in ("gradient_checkpointing", "activation_checkpointing") if name in config]
+    if not disable or any(asked):
+        config[flag] = True
+        if not any(name in config for _, name in CHECKPOINTING):
+            config[options] = {"use_reentrant": reentrant}
 
 
 def translate_llamafactory(config: dict[str, Any], where: str) -> dict[str, Any]:
