@@ -195,3 +195,19 @@ def test_packed_llamafactory_runs_train(lf_setup, tmp_path, packing):
     assert main([str(path)]) == 0
     summary = json.loads((tmp_path / "saves" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["heldout"]["rows"] == 6  # ceil(0.25 * 24)
+
+
+def test_parity_benchmark_judges_every_step_and_the_peak():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "llamafactory_parity.py"
+    spec = importlib.util.spec_from_file_location("llamafactory_parity", path)
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    lf = {"losses": [1.0, 2.0], "peak_rss_mb": 1000.0, "rss_at_train_start_mb": 800.0}
+    close = {"losses": [1.004, 1.995], "peak_rss_mb": 1090.0, "rss_at_train_start_mb": 700.0}
+    lines, ok = parity.compare(lf, close)
+    assert ok and "| 1 | 1.000000 | 1.004000 | +0.4000% |" in lines and "1.09×" in lines[-1]
+    assert not parity.compare(lf, {**close, "losses": [1.0, 2.02]})[1]  # one step 1% off
+    assert not parity.compare(lf, {**close, "peak_rss_mb": 1110.0})[1]  # 1.11× the peak
