@@ -183,7 +183,7 @@ def test_llamafactory_only_keys_are_refused_under_compat_eaft():
 
 def test_a_template_that_does_not_fit_the_model_stops_the_run_naming_both(lf_setup, tmp_path, capsys):
     path = _edited(lf_setup, tmp_path, "template: qwen", "template: llama3")
-    assert main([str(path)]) == 1
+    assert main([str(path)]) == 2  # bad input, before the model loads
     message = capsys.readouterr().err
     assert "template='llama3' is not one eaft reproduces" in message
     assert "own chat template is ChatML" in message and not (tmp_path / "saves" / "summary.json").exists()
