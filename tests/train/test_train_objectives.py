@@ -113,3 +113,18 @@ def test_gradient_checkpointing_with_bf16_weights(tmp_path, tiny_model_dir, chat
     run_dir = train(tmp_path, tiny_model_dir, chat_data, "gradient_checkpointing=true", "dtype=bfloat16")
     assert logged(run_dir, "ce")[-1] < logged(run_dir, "ce")[0]
     assert "gradient_checkpointing: true" in (run_dir / "config.yaml").read_text()
+
+
+def test_flow_trains_with_packing(tmp_path, tiny_model_dir, chat_data):
+    # FLOW's weights ride in each example; packed rows must be built after they are attached, or they lack them
+    run_dir = train(
+        tmp_path,
+        tiny_model_dir,
+        chat_data,
+        "objective=flow",
+        "packing=true",
+        "cutoff_len=128",
+        "per_device_train_batch_size=1",
+    )
+    weights = logged(run_dir, "mean_weight")
+    assert weights and all(0 < w < 1 for w in weights)  # FLOW's exp(-L0/tau) weights, not SFT's 1

@@ -259,6 +259,8 @@ def train_model(
     collator = CausalLMCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if llamafactory else None)
     if objective.needs_static_weight:
         attach_flow_weights(model, train_examples, objective, run_dir, collator, model_name=str(args.model))
+        if rows is not train_examples:  # packed before the weights existed: pack again so the rows carry them
+            rows = pack_rows(args, train_examples, tokenizer.pad_token_id)
     before = heldout_statistics(model, heldout, collator) if heldout else None
     curve = curve_evaluation(config, tokenizer, run_dir)
     trainer = build_trainer(config, model, tokenizer, objective, rows, heldout, collator, run_dir, curve)
