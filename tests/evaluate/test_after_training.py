@@ -42,6 +42,40 @@ def test_training_ends_with_the_forgetting_report(tmp_path, tiny_model_dir, chat
     assert report.count("## Evaluation after training") == 1 and "## Training" in report
 
 
+def test_extra_tasks_get_their_delta_line_and_run_complete_comes_after_the_evaluation(
+    tmp_path, tiny_model_dir, chat_data, monkeypatch, capsys, caplog
+):
+    import logging
+
+    from eaft.evaluate import after_training
+
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    real = after_training.evaluate_after_training
+    events = []
+
+    def evaluate(*args, **kwargs):
+        events.append(("evaluation starts", len(caplog.records)))
+        table = real(*args, **kwargs)
+        events.append(("evaluation ends", len(caplog.records)))
+        return table
+
+    monkeypatch.setattr(after_training, "evaluate_after_training", evaluate)
+    suite = write_tiny_suite(tmp_path, items=4, extra=True)
+    run_dir = tmp_path / "run"
+    args = [f"model={tiny_model_dir}", f"dataset={chat_data}", f"output_dir={run_dir}", "max_steps=3"]
+    args += ["learning_rate=0.05", f"eval_suite={suite}", "eval_limit=3", "logging_steps=1"]
+    with caplog.at_level(logging.INFO, logger="eaft"):
+        assert train_cli.main(args) == 0
+    table = json.loads((run_dir / "forgetting.json").read_text())
+    before, after = (row["scores"]["mc_extra"] for row in table["rows"])
+    line = f"- Δ mc_extra (extra): {after - before:+.2f} points ({before:.2f} → {after:.2f})"
+    assert line in capsys.readouterr().out and line in (run_dir / "report.md").read_text()
+    complete = [i for i, r in enumerate(caplog.records) if r.getMessage().startswith("run complete")]
+    assert len(complete) == 1 and [name for name, _ in events] == ["evaluation starts", "evaluation ends"]
+    assert complete[0] >= events[1][1]  # logged after the evaluation returned, never before it
+    assert not any("run complete" in r.getMessage() for r in caplog.records[: events[0][1]])
+
+
 def test_a_bad_suite_fails_before_training(tmp_path, tiny_model_dir, chat_data):
     from eaft.evaluate.tasks import TaskError
 

@@ -103,8 +103,9 @@ def write_rows(path, count: int = 40) -> str:
     return str(path)
 
 
-def write_tiny_suite(folder, items: int = 3):
-    """A suite of two multiple-choice tasks (target and general) over `items` rows written beside it."""
+def write_tiny_suite(folder, items: int = 3, extra: bool = False):
+    """A suite of two multiple-choice tasks (target and general; `extra`: a third in the extra group) over `items`
+    rows written beside it."""
     import json
 
     import yaml
@@ -116,5 +117,7 @@ def write_tiny_suite(folder, items: int = 3):
         "target": [{"name": "mc_target", "type": "multiple_choice", "path": "mc.jsonl", "prompt": "Q: {question}\nA:"}],
         "general": [{"name": "mc_general", "type": "multiple_choice", "path": "mc.jsonl", "scoring": "raw"}],
     }
+    if extra:
+        suite["extra"] = [{"name": "mc_extra", "type": "multiple_choice", "path": "mc.jsonl", "scoring": "per_token"}]
     (folder / "suite.yaml").write_text(yaml.safe_dump(suite), encoding="utf-8")
     return folder / "suite.yaml"

@@ -46,14 +46,22 @@ def evaluate_after_training(run_dir: Path, suite_path: str, *, limit: int | None
 
 
 def delta_lines(table: dict[str, Any], row: str | None = None) -> list[str]:
-    """Δ Target / Δ General of `row` (default: the first run after the base) against the base."""
+    """Δ Target / Δ General of `row` (default: the first run after the base) against the base, then one line per
+    task of the extra group (outside both averages, e.g. self-consistency: often the one measure that moves
+    after a short fine-tune)."""
+    base = next(r for r in table["rows"] if r["run"] == table["base"])
     row = next(r for r in table["rows"] if r["run"] != table["base"] and (row is None or r["run"] == row))
-    groups = {g: [c["task"] for c in table["columns"] if c["group"] == g] for g in ("target", "general")}
+    groups = {g: [c["task"] for c in table["columns"] if c["group"] == g] for g in ("target", "general", "extra")}
     lines = []
     for group, key in (("target", "delta_target"), ("general", "delta_general")):
         value = row[key]
         shown = "—" if value is None else f"{value:+.2f} points"
         lines.append(f"- Δ {group.capitalize()}: {shown} ({', '.join(groups[group]) or 'no tasks'})")
+    for task in groups["extra"]:
+        before, after = base["scores"].get(task), row["scores"].get(task)
+        if before is None or after is None or task in row.get("not_compared", {}):
+            continue
+        lines.append(f"- Δ {task} (extra): {after - before:+.2f} points ({before:.2f} → {after:.2f})")
     return lines
 
 

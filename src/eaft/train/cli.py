@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import textwrap
+import time
 from importlib import resources
 
 import yaml
@@ -101,6 +102,7 @@ def train_and_evaluate(config: TrainConfig):
 
     training = config.training
     main_process = training.process_index == 0
+    started = time.time()
     with own_folder(training.output_dir, "eaft train") if main_process else nullcontext():
         run_dir = run_training(config)
         after_training = config.eaft.eval_suite and config.eaft.eval_suite_steps is None  # else scored in training
@@ -111,6 +113,8 @@ def train_and_evaluate(config: TrainConfig):
                 run_dir, config.eaft.eval_suite, limit=config.eaft.eval_limit, dtype=config.eaft.dtype
             )
             print("\n".join(delta_lines(table)))
+    if main_process:
+        logging.getLogger("eaft").info("run complete in %.0f s: %s", time.time() - started, run_dir / "report.md")
     return run_dir
 
 

@@ -78,6 +78,20 @@ class MetricsCallback(TrainerCallback):
             self.writer = None
 
 
+def warn_if_unlogged(guard: Any, run_dir: Path, training: Any, steps: int) -> None:
+    """A run with no logged step has no per-step table or curve; say why (report.md and the log) rather than
+    present an empty one. `guard`: the run's RunGuard, whose warnings report.md lists."""
+    if any("loss" in row for row in read_metrics(run_dir)):
+        return
+    strategy = getattr(training.logging_strategy, "value", training.logging_strategy)
+    setting = f"logging_steps={training.logging_steps:g}" if strategy == "steps" else f"logging_strategy={strategy}"
+    guard.warn(
+        f"no training step was logged ({setting}; the run trained {steps} steps): report.md has no "
+        "per-step table and no training curve (train_loss is over all steps); set logging_steps at most the "
+        "number of steps to see them"
+    )
+
+
 def plot_curve(run_dir: Path) -> Path | None:
     """training_curve.png: loss and CE, mean weight and conflict share per logged step."""
     rows = [row for row in read_metrics(run_dir) if "loss" in row]

@@ -26,6 +26,7 @@ from eaft.train.outputs import (
     MetricsCallback,
     plot_curve,
     truncate_metrics,
+    warn_if_unlogged,
     write_report,
 )
 from eaft.train.passes import attach_flow_weights, heldout_statistics
@@ -222,6 +223,7 @@ def run_training(config: TrainConfig) -> Path:
         if not trainer.is_world_process_zero():
             return run_dir  # the main process saves the model and writes the report
         final = save_final(trainer.model, tokenizer, run_dir, lora=args.finetuning == "lora")
+        warn_if_unlogged(trainer.guard, run_dir, config.training, trainer.state.global_step)
         plot_curve(run_dir)
         summary = run_summary(config, trainer, totals, final.relative_to(run_dir), len(train_examples))
         if checkpoint is not None:
@@ -236,7 +238,7 @@ def run_training(config: TrainConfig) -> Path:
         write_report(run_dir, summary)
         if curve is not None and curve.plan.base:
             curve_report(curve, run_dir)
-        logger.info("run complete in %.0f s: %s", time.time() - started, run_dir / REPORT)
+        logger.info("training complete in %.0f s: %s", time.time() - started, run_dir / REPORT)
     return run_dir
 
 

@@ -59,6 +59,7 @@ class ObjectiveTrainer(Trainer):
             )
         self.loss_module = loss_module
         self.last_batch: dict[str, Any] | None = None  # the latest training micro-batch, for the pre-save check
+        self._loss_drained = False  # Trainer's final log has added the unlogged steps' loss to its running total
         # Makes Trainer count the window's label tokens into num_items_in_batch (our loss divides by it).
         self.model_accepts_loss_kwargs = True
 
@@ -87,6 +88,8 @@ class ObjectiveTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "train_loss" in logs:  # the end of train(): the steps after the last log are in _total_loss_scalar now
+            self._loss_drained = True
         if "loss" in logs:  # a training log: add the window's token statistics
             stats = reduce_step_stats(self.loss_module.pop_window_stats(), self.accelerator)
             logs.update(stats.means())
@@ -95,8 +98,12 @@ class ObjectiveTrainer(Trainer):
             self.guard.check_logs(self.state.global_step, logs, lambda: _newest_checkpoint(self.args.output_dir))
 
     def totals(self) -> Totals:
-        """Everything trained so far, the steps before a resume included."""
-        session_loss = self._total_loss_scalar + float(self._tr_loss.item())
+        """Everything trained so far, the steps before a resume included.
+
+        Between logs Trainer holds the unlogged steps' loss in `_tr_loss`; at the end of training it adds them to
+        `_total_loss_scalar` without clearing `_tr_loss`, so they are counted from one place only."""
+        pending = 0.0 if self._loss_drained else float(self._tr_loss.item())
+        session_loss = self._total_loss_scalar + pending
         return Totals(
             loss_sum=self.prior.loss_sum + session_loss,
             steps=self.state.global_step,
