@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eaft.train.cli import help_text, parse_args
+from eaft.train.cli import REFUSED_TRAINING_KEYS, help_text, parse_args
 from eaft.train.config import ConfigError, our_fields, training_fields
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +48,7 @@ def test_yaml_file_gives_defaults_and_cli_overrides(tmp_path):
         (["lora_target=[]"], r"lora_target=\[\] names no module \(expected 'all' or module names"),
         (["lora_target=' , '"], r"lora_target=' , ' names no module"),
         (["max_steps=-1", "num_train_epochs=0"], r"num_train_epochs=0 with max_steps=-1 trains no step"),
+        (["use_liger_kernel=true"], r"use_liger_kernel=true patches the model .* objective \('eaft'\) replaces"),
     ],
 )
 def test_config_errors_name_the_key(argv, message):
@@ -69,8 +70,13 @@ def test_help_lists_every_key_with_its_help():
     for name, field in our_fields().items():
         assert f"\n  {name} (default:" in text and field.metadata["help"].split()[0] in text
     for name in training_fields():
-        assert f"\n  {name} (default:" in text
+        if name in REFUSED_TRAINING_KEYS:
+            assert f"\n  {name} (default:" not in text  # refused by eaft train: not offered
+        else:
+            assert f"\n  {name} (default:" in text
     assert "\n  eaft:\n    alpha (default: 1.0)" in text and "\n  flow:\n    per (default: 'sample')" in text
+    assert "\n  include_for_metrics (default: [])" in text  # a default_factory's value, not dataclasses.MISSING
+    assert "object at 0x" not in text and "_MISSING_TYPE" not in text
 
 
 def test_every_example_config_validates():

@@ -33,13 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
         if hints[f.name] is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
+            help_ = _with_default(meta["help"], "--" + flag[2:] if f.default else "--no-" + flag[2:])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
             continue
         kind = _flag_type(hints[f.name])
         extra = {"nargs": meta["nargs"]} if "nargs" in meta else {"action": "append"} if meta.get("append") else {}
         default = list(f.default) if isinstance(f.default, tuple) else f.default
-        parser.add_argument(flag, type=kind, default=default, help=meta["help"], **extra)
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        parser.add_argument(flag, type=kind, default=default, help=_with_default(meta["help"], shown), **extra)
     return parser
+
+
+def _with_default(help_: str, default: object) -> str:
+    """The help with its default appended, unless the help already says it or there is none to show."""
+    if default in (None, "") or "default" in help_.lower():
+        return help_.replace("%", "%%")
+    return f"{help_} (default: {default})".replace("%", "%%")
 
 
 def main(argv: list[str] | None = None) -> int:

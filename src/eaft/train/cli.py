@@ -5,6 +5,7 @@ With no config, the embedded default runs: EAFT + LoRA on SmolLM2-135M-Instruct 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import textwrap
@@ -25,6 +26,8 @@ from eaft.train.config import (
     training_fields,
 )
 
+#: TrainingArguments keys `eaft train` refuses (config.check_conflicts says why), left out of --help.
+REFUSED_TRAINING_KEYS = ("use_liger_kernel", "liger_kernel_config")
 USAGE = "usage: eaft train [CONFIG.yaml] [key=value ...]   (eaft train --help lists every key)"
 
 
@@ -63,8 +66,7 @@ def help_text() -> str:
 
     lines = [USAGE, "", __doc__.strip().splitlines()[-1], "", "eaft keys:"]
     for name, field in our_fields().items():
-        default = field.default_factory() if callable(field.default_factory) else field.default
-        lines.append(_entry(name, default, field.metadata.get("help", "")))
+        lines.append(_entry(name, _default(field), field.metadata.get("help", "")))
     lines += ["", "objective parameters (objective_args: {name: value}, or objective_args.name=value):"]
     for objective in objective_names():
         params = objective_params(objective)
@@ -73,9 +75,20 @@ def help_text() -> str:
             lines.append(_entry(name, field.default, field.metadata.get("help", ""), indent=4))
     lines += ["", "transformers.TrainingArguments keys (eaft's defaults differ where shown):"]
     for name, field in sorted(training_fields().items()):
-        default = TRAINING_DEFAULTS.get(name, field.default)
+        if name in REFUSED_TRAINING_KEYS:
+            continue
+        default = TRAINING_DEFAULTS.get(name, _default(field))
         lines.append(_entry(name, default, _first_sentence(field.metadata.get("help", ""))))
     return "\n".join(lines)
+
+
+def _default(field: dataclasses.Field) -> object:
+    """A field's default as a user would write it (a list or dict from its factory)."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
 
 
 def _entry(name: str, default: object, help_: str, indent: int = 2) -> str:

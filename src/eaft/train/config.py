@@ -415,6 +415,12 @@ def check_conflicts(ours: dict[str, Any], training: dict[str, Any], where: str) 
         ]
         if stray:
             raise ConfigError(f"{where}: {', '.join(stray)} applies under compat: llamafactory only")
+    if training.get("use_liger_kernel"):
+        raise ConfigError(
+            f"{where}: use_liger_kernel=true patches the model to compute plain cross-entropy in its own forward, "
+            f"which eaft's objective ({ours.get('objective', 'sft')!r}) replaces; leave it false (fused_loss=true "
+            "already computes the loss without the [batch, seq, vocab] logits)"
+        )
     if ours.get("resume") and training.get("resume_from_checkpoint"):
         raise ConfigError(f"{where}: set either resume=true or resume_from_checkpoint=<path>, not both")
     if ours.get("resume") and ours.get("overwrite_output_dir"):
