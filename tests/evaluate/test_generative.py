@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +16,7 @@ from eaft.evaluate.tasks import TaskError, TaskSpec
 from .conftest import fixture_rows, write_jsonl
 
 MAX_NEW = 10
+REPO = Path(__file__).resolve().parents[2]
 
 
 def naive_greedy(model, tokenizer, user: str) -> str:
@@ -58,3 +62,57 @@ def test_gold_must_be_numeric(tmp_path, tiny_model_dir):
     task = TaskSpec(name="g", type="generative", group="target", path=path, options=GenerativeOptions(), source="test")
     with pytest.raises(TaskError, match=r"g.jsonl:1: gold answer 'seven' is not a number"):
         evaluate_generative(task, ModelHandle(str(tiny_model_dir)))
+
+
+def test_a_stop_pattern_ends_each_row_where_its_text_first_matches(tiny):
+    """Each row stops after the token that completes the pattern in its own text; the other rows of the batch
+    decode on as without it, and a malformed pattern is named."""
+    from eaft.evaluate.lm import greedy_generate
+
+    model, tokenizer = tiny
+    prompts = [f"<|user|>{q}<|end|>\n<|assistant|>" for q in ("Write a poem.", "Sarah was", "hello")]
+    free = greedy_generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=3)
+    assert all(len(ids) == MAX_NEW for ids in free), "the tiny model should not stop on its own here"
+    # the digits the first row writes after its 3rd token: a pattern that only that row's text holds
+    stop = r"\d+@"
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in free]
+    assert re.search(stop, texts[0]) and not any(re.search(stop, text) for text in texts[1:])
+    first = next(k for k in range(1, MAX_NEW + 1) if re.search(stop, tokenizer.decode(free[0][:k])))
+    stopped = greedy_generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=3, stop_regex=stop)
+    assert 1 < first < MAX_NEW and stopped[0] == free[0][:first]
+    assert stopped[1:] == free[1:]
+    with pytest.raises(ValueError, match=r"stop_regex: '####\(' is not a valid regular expression"):
+        greedy_generate(model, tokenizer, prompts, max_new_tokens=2, stop_regex="####(")
+
+
+def test_progress_moves_per_generated_token(tiny, monkeypatch):
+    """The bar counts tokens, so it moves while a batch decodes (it sat at 0/N per batch of items before)."""
+    from eaft.evaluate import lm
+
+    model, tokenizer = tiny
+    updates = []
+    real = lm.tqdm
+
+    class Recording(real):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(lm, "tqdm", Recording)
+    prompts = [f"<|user|>{q}<|end|>\n<|assistant|>" for q in ("Write a poem.", "Sarah was", "hello")]
+    lm.greedy_generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=2)
+    assert sum(updates) == 2 * MAX_NEW  # two batches, each its whole budget (a batch stopping early jumps)
+    assert updates.count(1) >= MAX_NEW  # one step at a time within a batch
+
+
+def test_the_shipped_gsm8k_stop_pattern_waits_for_the_whole_answer_line():
+    import yaml
+
+    pattern = yaml.safe_load((REPO / "configs/suites/tasks/gsm8k.yaml").read_text())["stop_regex"]
+    quick = yaml.safe_load((REPO / "configs/suites/quick.yaml").read_text())
+    assert quick["target"][0]["stop_regex"] == pattern
+    for partial in ("2 + 2 = 4\n####", "#### ", "#### 1", "#### 1,23", "#### no number\n", "no answer yet\n"):
+        assert not re.search(pattern, partial), partial
+    for text, answer in (("so 4.\n#### 4\n", 4), ("#### 1,234\n#### 1,234", 1234), ("####  -3.5 dollars\nok", -3.5)):
+        match = re.search(pattern, text)
+        assert match and extract_answer(text[: match.end()]) == answer

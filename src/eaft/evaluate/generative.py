@@ -12,6 +12,7 @@ from typing import Any
 
 from eaft.evaluate.extraction import extract_answer, gold_number, numbers_equal
 from eaft.evaluate.lm import ModelHandle, chat_prompt, decode, greedy_generate
+from eaft.evaluate.stopping import compile_stop
 from eaft.evaluate.task_types import register_task_type
 from eaft.evaluate.tasks import TaskError, TaskOutcome, TaskSpec, field_value, iter_rows, render
 
@@ -27,6 +28,16 @@ class GenerativeOptions:
     chat: bool = field(default=True, metadata={"help": "use the chat template (false: plain prompt)"})
     max_new_tokens: int = field(default=512, metadata={"help": "generation budget per item"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+    stop_regex: str | None = field(
+        default=None,
+        metadata={
+            "help": "end an item's generation once its response matches this regular expression (e.g. the "
+            "completed '#### <number>' line); the answer extracted is the same, the rest is not decoded"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        compile_stop(self.stop_regex)
 
 
 def prompt_text(tokenizer: Any, user: str, *, system: str | None, chat: bool) -> str:
@@ -59,6 +70,7 @@ def evaluate_generative(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
         batch_size=opts.batch_size,
         add_special_tokens=not opts.chat,
         desc=task.name,
+        stop_regex=opts.stop_regex,
     )
     samples, correct, extracted = [], 0, 0
     for (line, _), gold, ids in zip(rows, golds, outputs, strict=True):
@@ -71,6 +83,7 @@ def evaluate_generative(task: TaskSpec, handle: ModelHandle) -> TaskOutcome:
     n = len(rows)
     metrics = {"exact_match": 100.0 * correct / max(n, 1), "extracted": 100.0 * extracted / max(n, 1)}
     notes = f"greedy, max_new_tokens={opts.max_new_tokens}, extraction={opts.extraction}"
+    notes += f", stop_regex={opts.stop_regex!r}" if opts.stop_regex else ""
     return TaskOutcome(metrics["exact_match"], "exact_match", metrics, n, samples, notes=notes)
 
 

@@ -281,13 +281,20 @@ def greedy_generate(
     batch_size: int = 8,
     add_special_tokens: bool = False,
     desc: str = "generate",
+    stop_regex: str | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations of each prompt as token ids, cut after the first stop token (which is kept).
+    """Greedy continuations of each prompt as token ids, cut after the first stop token (which is kept), or after
+    the token that completes `stop_regex` in the decoded continuation (`eaft.evaluate.stopping`).
 
-    Prompts are already rendered (chat template applied), hence `add_special_tokens=False` by default.
+    Prompts are already rendered (chat template applied), hence `add_special_tokens=False` by default. The
+    progress bar counts generated tokens (a batch that stops early jumps to its budget), so it moves while a
+    batch decodes.
     """
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
 
+    from eaft.evaluate.stopping import GenerationWatch, compile_stop
+
+    stop_pattern = compile_stop(stop_regex)
     device = next(model.parameters()).device
     stops = _stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
@@ -297,20 +304,27 @@ def greedy_generate(
     encoded = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
     batches = _length_batches([len(e) for e in encoded], 1 << 62, max_items=max(batch_size, 1))
-    with tqdm(total=len(prompts), desc=desc, leave=False, disable=len(prompts) < 2) as bar:
-        for batch in batches:
+    total = len(batches) * max_new_tokens
+    with tqdm(total=total, desc=desc, unit="tok", leave=False, disable=len(prompts) < 2) as bar:
+        for done, batch in enumerate(batches):
+            bar.set_postfix_str(f"items {sum(len(b) for b in batches[:done])}/{len(prompts)}")
             width = len(encoded[batch[0]])
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros(len(batch), width, dtype=torch.long)
             for b, i in enumerate(batch):
                 ids[b, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[b, width - len(encoded[i]) :] = 1
+            watch = GenerationWatch(tokenizer, width, stop_pattern, bar)
             generated = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([watch]),
             )
             for b, i in enumerate(batch):
-                out[i] = _cut_at_stop(generated[b, width:].tolist(), stops)
-            bar.update(len(batch))
+                out[i] = watch.cut(b, _cut_at_stop(generated[b, width:].tolist(), stops))
+            bar.update(max_new_tokens - watch.steps)
+        bar.set_postfix_str(f"items {len(prompts)}/{len(prompts)}")
     return out
 
 

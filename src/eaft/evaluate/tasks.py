@@ -110,7 +110,10 @@ def parse_options(kind: str, raw: Mapping[str, Any], where: str) -> Any:
             value = raw[f.name]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise TaskError(f"{where}: {f.name} must be a non-negative integer, got {value!r}")
-    return cls(**dict(raw))
+    try:
+        return cls(**dict(raw))
+    except ValueError as err:  # an option's own check (e.g. a malformed stop_regex)
+        raise TaskError(f"{where}: {err}") from None
 
 
 def resolve_path(value: str, base: Path) -> Path:
