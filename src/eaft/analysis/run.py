@@ -26,7 +26,12 @@ from eaft.ownership import own_folder
 class AnalyzeConfig:
     """Options of `eaft analyze`; each field is one `--flag` (underscores as dashes)."""
 
-    data: str = option("", "Data set: a JSON/JSONL/parquet file or folder (the formats of `eaft train`).")
+    data: str = option(
+        "",
+        "Data set, as eaft train's `dataset`: a JSON/JSONL/parquet file or folder, a shipped set (house_calc), or a "
+        "name in --dataset-dir's dataset_info.json (e.g. gsm8k_train); comma-separate several.",
+    )
+    dataset_dir: str | None = option(None, "Folder holding a LLaMA-Factory dataset_info.json (as eaft train's).")
     model: str | None = option(None, "Model: hub id or local folder; default: the embedded SmolLM2-135M-Instruct.")
     adapter: str | None = option(None, "PEFT adapter folder applied on top of the model.")
     format: str = option("auto", "Data format: auto, alpaca, sharegpt, messages or prompt_completion.")
@@ -110,9 +115,12 @@ def add_token_text(columns: dict[str, np.ndarray], tokenizer) -> dict[str, np.nd
 
 
 def encode_samples(config: AnalyzeConfig, tokenizer) -> tuple[list, list[dict]]:
-    from eaft.data import encode_conversation, load_conversations
+    from eaft.data import encode_conversation
+    from eaft.data.sources import load_dataset_conversations
 
-    conversations = load_conversations(config.data, format=config.format, max_samples=config.max_samples)
+    conversations = load_dataset_conversations(
+        config.data, data_format=config.format, dataset_dir=config.dataset_dir, max_samples=config.max_samples
+    )
     samples = [encode_conversation(tokenizer, conv, cutoff_len=config.cutoff_len) for conv in conversations]
     return conversations, samples
 

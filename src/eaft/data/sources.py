@@ -16,6 +16,7 @@ from typing import Any
 from eaft.data.formats import DataError, Messages, read_rows, row_to_messages
 from eaft.data.load import load_conversations
 from eaft.data_root import DataRootError, expand_data_root
+from eaft.shipped import shipped_path
 
 SHIPPED = {"house_calc": "house_calc.jsonl"}
 #: LLaMA-Factory `columns` keys -> our field names (also their default column names), per formatting.
@@ -141,7 +142,9 @@ def load_dataset_conversations(
     max_samples: int | None = None,
     compat: str = "eaft",
 ) -> list[Messages]:
-    """All conversations of a (comma-separated) `dataset` setting, in order (`compat`: see `eaft.data.formats`)."""
+    """All conversations of a (comma-separated) `dataset` setting, in order (`compat`: see `eaft.data.formats`).
+    A relative `dataset_dir` under `configs/` missing from the working directory is eaft's shipped copy."""
+    dataset_dir = str(shipped_path(dataset_dir) or dataset_dir) if dataset_dir else dataset_dir
     conversations: list[Messages] = []
     for name in (part.strip() for part in str(dataset).split(",")):
         if not name:

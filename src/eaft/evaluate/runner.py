@@ -170,7 +170,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="eaft eval", description="Score a model (and adapter) on a task suite.")
     parser.add_argument("--model", default=None, help="HF folder or hub id; omitted/'default' = SmolLM2-135M-Instruct")
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder applied on top of --model")
-    parser.add_argument("--suite", required=True, help="suite YAML (tasks grouped into target and general)")
+    from eaft.shipped import shipped_names
+
+    parser.add_argument(
+        "--suite",
+        required=True,
+        help="suite YAML (tasks grouped into target and general), or a shipped suite's name: "
+        + ", ".join(shipped_names("suites")),
+    )
     parser.add_argument("--out", default=None, help="run directory (default eval_runs/<suite>-<model or adapter>)")
     parser.add_argument("--limit", type=int, default=None, help="at most N items per task")
     parser.add_argument("--backend", choices=BACKENDS, default="native", help="native, or lm-evaluation-harness")

@@ -36,6 +36,7 @@ import yaml
 from eaft.data_root import DataRootError
 from eaft.evaluate.task_types import task_types
 from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, TaskError, TaskSpec, parse_options, resolve_path, suggest
+from eaft.shipped import find_shipped, not_found_hint
 
 ENTRY_KEYS = ("name", "type", "path", "task", "limit", "limit_mode", "lm_eval", "lm_eval_metric", "lm_eval_fewshot")
 SUITE_KEYS = ("name", "data_root", *GROUPS)
@@ -141,8 +142,11 @@ def build_task(entry: dict[str, Any], group: str, where: str) -> TaskSpec:
 
 
 def load_suite(path: str | Path, *, limit: int | None = None) -> Suite:
-    """Parse and validate a suite file. `limit` caps every task's item count (the smaller limit wins)."""
-    path = Path(path)
+    """Parse and validate a suite file (or a shipped suite's name: `eaft.shipped`). `limit` caps every task's item
+    count (the smaller limit wins)."""
+    path = find_shipped(path, "suites")
+    if not path.is_file():
+        raise TaskError(f"{path}: no such suite file{not_found_hint('suites')}")
     data = _load_yaml(path)
     for key in data:
         if key not in SUITE_KEYS:

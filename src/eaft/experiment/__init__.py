@@ -73,8 +73,14 @@ __all__ = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eaft.shipped import shipped_names
+
     parser = argparse.ArgumentParser(prog="eaft experiment", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="experiment YAML (see eaft.experiment's docstring)")
+    parser.add_argument(
+        "experiment",
+        help="experiment YAML (see eaft.experiment's docstring), or a shipped experiment's name: "
+        + ", ".join(shipped_names("experiments")),
+    )
     parser.add_argument("--check", action="store_true", help="validate every run and the suite, run nothing")
     parser.add_argument(
         "--rerun", action="append", default=[], metavar="NAME", help="discard run NAME's results and train it again"

@@ -128,9 +128,12 @@ def _run_spec(entry: Any, index: int, train: dict[str, Any], out: Path, source: 
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    source = Path(path)
+    """An experiment file, or a shipped experiment's name (`eaft.shipped`), parsed and checked."""
+    from eaft.shipped import find_shipped, not_found_hint
+
+    source = find_shipped(path, "experiments")
     if not source.is_file():
-        raise ExperimentError(f"{source}: no such experiment file")
+        raise ExperimentError(f"{source}: no such experiment file{not_found_hint('experiments')}")
     try:
         data = _mapping(yaml.safe_load(source.read_text(encoding="utf-8")), str(source))
     except yaml.YAMLError as err:

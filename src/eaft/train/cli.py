@@ -28,7 +28,7 @@ from eaft.train.config import (
 
 #: TrainingArguments keys `eaft train` refuses (config.check_conflicts says why), left out of --help.
 REFUSED_TRAINING_KEYS = ("use_liger_kernel", "liger_kernel_config")
-USAGE = "usage: eaft train [CONFIG.yaml] [key=value ...]   (eaft train --help lists every key)"
+USAGE = "usage: eaft train [CONFIG.yaml | SHIPPED_NAME] [key=value ...]   (eaft train --help lists every key)"
 
 
 def embedded_default() -> dict:
@@ -38,11 +38,15 @@ def embedded_default() -> dict:
 
 def parse_args(argv: list[str]) -> TrainConfig:
     """The config of a command line: a YAML file (LLaMA-Factory SFT YAMLs too) and key=value overrides."""
+    from eaft.shipped import find_shipped, not_found_hint
     from eaft.train.llamafactory import is_llamafactory, translate_llamafactory
 
     path = argv[0] if argv and "=" not in argv[0] else None
     overrides = argv[1:] if path else argv
     if path:
+        path = find_shipped(path, "train")  # a shipped config's name, or configs/train/... from a wheel
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file{not_found_hint('train')}")
         base, where = load_yaml(path), (f"{path} + command line" if overrides else path)
     elif any(item.partition("=")[0].strip().lstrip("-") == "dataset" for item in overrides):
         base, where = {}, "command line"  # a user's data: eaft's documented defaults, not the demo's
