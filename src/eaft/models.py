@@ -5,10 +5,13 @@ The GGUF file is de-quantized once into a cached Hugging Face folder (atomically
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -89,6 +92,16 @@ def strip_quantization(model: torch.nn.Module) -> None:
             del config.quantization_config
 
 
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around eaft's calls that wrap a model in peft (`get_peft_model`, `PeftModel.from_pretrained`): peft reads
+    transformers' deprecated `is_gradient_checkpointing` there, a FutureWarning on every LoRA run and adapter load
+    that eaft cannot avoid by its own call; that one message is silenced for those calls alone."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def vocab_size(model: torch.nn.Module) -> int:
     """Rows of the model's output embedding (the logits' width), else its config's vocab_size."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -151,5 +164,6 @@ def load_model_and_tokenizer(
             )
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, adapter)
     return model, tokenizer

@@ -16,7 +16,7 @@ from eaft.data.llamafactory import llamafactory_examples, pack_llamafactory
 from eaft.data.sources import load_dataset_conversations, split_heldout
 from eaft.io import atomic_dir
 from eaft.loss import ObjectiveLoss, Reference
-from eaft.models import load_model, load_tokenizer, vocab_size
+from eaft.models import load_model, load_tokenizer, peft_wrapping, vocab_size
 from eaft.objectives import build_objective
 from eaft.train.config import TrainConfig
 from eaft.train.guard import RunGuard, Totals
@@ -86,7 +86,8 @@ def apply_finetuning(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Mo
         target_modules=args.lora_target_modules(),
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    with peft_wrapping():
+        model = get_peft_model(model, lora)
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
