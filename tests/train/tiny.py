@@ -10,6 +10,14 @@ CHATML = (
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+#: SmolLM2-135M-Instruct's own chat template (ChatML without generation markers), for tiny stand-ins of the embedded
+#: default; tests/integrations/test_readme_trl.py checks it against the real tokenizer.
+SMOLLM2_CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 # Llama-3 style: a BOS in the text, an end-of-turn marker with no trailing newline.
 LLAMA3 = (
     "{{ '<|begin|>' }}{% for message in messages %}"
@@ -45,7 +53,7 @@ def build_tokenizer(template: str = CHATML):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    eos = "<|im_end|>" if template is CHATML else "<|eot|>"
+    eos = "<|im_end|>" if template in (CHATML, SMOLLM2_CHATML) else "<|eot|>"
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json()), eos_token=eos, pad_token="<pad>"
     )

@@ -19,6 +19,7 @@ MoE `router_aux_loss_coef`, context and sequence parallelism.
 from __future__ import annotations
 
 import contextlib
+import copy as copy_module
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,9 @@ from accelerate.utils import is_peft_model
 from torch import Tensor
 from trl import SFTTrainer
 
+from eaft.data.training_template import training_chat_template
 from eaft.loss import ObjectiveLoss, Reference, base_causal_lm
+from eaft.models import is_default, load_tokenizer, resolve_model
 from eaft.objectives import Objective, build_objective
 from eaft.ops.tokens import label_rows
 from eaft.train.trainer import ObjectiveTrainer
@@ -80,6 +83,42 @@ def setup_reasons(trainer: SFTTrainer, objective: Objective) -> list[str]:
     return reasons
 
 
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def embedded_default(model: Any, processing_class: Any) -> tuple[Any, Any]:
+    """`model="default"` (or another alias of eaft's embedded SmolLM2-135M-Instruct) is its cached local folder, never
+    a hub id; its tokenizer comes with it unless one is given. Anything else passes through."""
+    if not isinstance(model, str) or not is_default(model):
+        return model, processing_class
+    path = resolve_model(model)
+    return path, processing_class if processing_class is not None else load_tokenizer(path)
+
+
+def with_training_template(tokenizer: Any) -> Any:
+    """For `assistant_only_loss`: a copy of the tokenizer whose ChatML template carries the `{% generation %}`
+    markers TRL needs (`eaft.data.training_template`), where TRL has no patch of its own (SmolLM2's template);
+    the tokenizer itself when it has markers, or when the template is not ChatML (TRL then patches or refuses it)."""
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        marked = training_chat_template(tokenizer)
+    except ValueError:
+        return tokenizer
+    if marked == tokenizer.chat_template:
+        return tokenizer
+    try:
+        if get_training_chat_template(tokenizer) is not None:  # TRL knows this template: its own patch applies
+            return tokenizer
+    except ValueError:
+        pass  # TRL refuses it: eaft's marked copy stands in
+    copy = copy_module.deepcopy(tokenizer)
+    copy.chat_template = marked
+    return copy
+
+
 def _logits(outputs: Any) -> Tensor | None:
     return outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
 
@@ -126,6 +165,11 @@ class EaftSFTTrainer(ObjectiveTrainer, SFTTrainer):
         reasons = bypass_reasons(args, kwargs.get("compute_loss_func"), objective)
         if reasons:
             raise ValueError("EaftSFTTrainer cannot honour " + "; ".join(reasons))
+        model, kwargs["processing_class"] = embedded_default(model, kwargs.get("processing_class"))
+        if getattr(args, "assistant_only_loss", False) and kwargs["processing_class"] is not None:
+            kwargs["processing_class"] = with_training_template(kwargs["processing_class"])
+        if args is not None and args.dataloader_pin_memory and not _has_accelerator():
+            args.dataloader_pin_memory = False  # torch ignores it without an accelerator, with a warning per loader
         super().__init__(model, args, loss_module=None, **kwargs)
         reasons = setup_reasons(self, objective)
         if reasons:
