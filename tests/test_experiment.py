@@ -37,8 +37,26 @@ def write_experiment(tmp_path: Path, runs: list, train_extra: dict | None = None
 
 def test_runner_writes_the_table_and_a_rerun_skips_finished_work(tmp_path, monkeypatch):
     monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
+    import tqdm as tqdm_module
+
+    bars = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.first_total = self.total
+
+        def close(self):
+            if str(self.desc).startswith("experiment"):
+                bars.append((self.first_total, self.total, self.n))
+            super().close()
+
+    monkeypatch.setattr(tqdm_module, "tqdm", Recorded)
     path = write_experiment(tmp_path, ["sft", {"name": "eaft_a2", "objective": "eaft", "objective_args": {"alpha": 2}}])
     assert exp.main([str(path)]) == 0
+    assert bars == [(3, 3, 3)]  # base + 2 runs scored in process: the total is known at the start and never moves
+    monkeypatch.undo()
+    monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     table = json.loads((out / "report" / "forgetting.json").read_text())
     markdown = (out / "report" / "forgetting.md").read_text()

@@ -43,7 +43,7 @@ def _analyses(root):
         if name == "sharp":
             args += ["--rollouts", "2", "--max-new-tokens", "5", "--table-format", "jsonl"]
         else:
-            args += ["--entropy", "full", "--prob-axis", "log"]
+            args += ["--entropy", "full", "--prob-axis", "linear"]
         assert eaft_main(args) == 0
         dirs.append(out)
     return dirs
@@ -68,6 +68,21 @@ def test_run_writes_every_output_and_its_figures_match_the_token_table(run_dirs)
     rollouts = read_table(out / files["rollout_tokens"])
     assert summary["rollouts"]["tokens"] == len(rollouts["prob"]) and set(rollouts["rollout"]) == {0, 1}
     assert sum(summary["rollouts"]["quadrant_shares"].values()) == pytest.approx(1.0)
+
+
+def test_the_landscape_is_on_log_p_by_default_and_quadrants_have_readable_names(run_dirs):
+    """The conflict region lies at small p, a speck in the corner of a linear axis; the reports say what each
+    quadrant means rather than show its identifier alone."""
+    from eaft.analysis.landscape import QUADRANT_LABELS
+
+    default, linear = (json.loads((out / "summary.json").read_text())["config"] for out in run_dirs)
+    assert default["prob_axis"] == "log" and linear["prob_axis"] == "linear"
+    report = (run_dirs[0] / "report.md").read_text()
+    page = (run_dirs[0] / "report.html").read_text()
+    for name, label in QUADRANT_LABELS.items():
+        assert f"| {label} (`{name}`) |" in report
+        assert f'<option value="{name}">{label}: ' in page
+    assert '"quadrant_labels"' in page
 
 
 def test_every_output_has_normal_permissions(run_dirs):

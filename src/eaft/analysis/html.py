@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eaft.analysis.advice import advise
-from eaft.analysis.landscape import QUADRANTS, Thresholds, conflict_mask, quadrant_codes
+from eaft.analysis.landscape import QUADRANT_LABELS, QUADRANTS, Thresholds, conflict_mask, quadrant_codes
 from eaft.analysis.report import figure_rows, sequence_keys, top_conflict_sequences
 from eaft.html import escape, figure, json_script, page, resource_text
 
@@ -150,6 +150,7 @@ def payload(sets: dict, th: Thresholds, objectives: list[str], selection: Select
     meta = {
         "objectives": objectives,
         "quadrants": list(QUADRANTS),
+        "quadrant_labels": [QUADRANT_LABELS[q] for q in QUADRANTS],
         "thresholds": th.to_dict(),
         "embedded": selection.to_dict() | {"total": selection.total},
         "per_page": list(PER_PAGE),
@@ -237,7 +238,7 @@ def _browser(summary: dict, data: dict) -> str:
     sorts = [("density", "conflict density"), ("nll", "mean NLL"), ("file", "position in the file")]
     present = [sum(any(s["qc"][q] for s in g["seqs"]) for g in data["groups"]) for q in range(len(QUADRANTS))]
     quadrants = [("", "any (no filter)")] + [
-        (name, f"{name}{' (confident conflict)' if q == 0 else ''}: {present[q]:,}") for q, name in enumerate(QUADRANTS)
+        (name, f"{QUADRANT_LABELS[name]}: {present[q]:,}") for q, name in enumerate(QUADRANTS)
     ]
     per = [(str(n), str(n)) for n in PER_PAGE]
     return (

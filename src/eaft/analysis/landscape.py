@@ -17,6 +17,13 @@ import numpy as np
 from eaft.analysis.outputs import write_with
 
 QUADRANTS = ("low_entropy_low_prob", "low_entropy_high_prob", "high_entropy_low_prob", "high_entropy_high_prob")
+#: What each quadrant means, for readers of the reports (the identifiers stay the keys of summary.json and URLs).
+QUADRANT_LABELS = {
+    "low_entropy_low_prob": "confident conflict: sure of another token (low H̃, low p)",
+    "low_entropy_high_prob": "confident and agreeing (low H̃, high p)",
+    "high_entropy_low_prob": "unsure, label unlikely (high H̃, low p)",
+    "high_entropy_high_prob": "unsure, label likely (high H̃, high p)",
+}
 CONFLICT = QUADRANTS[0]
 
 
@@ -87,7 +94,7 @@ class Panel:
 PROB_AXES = ("linear", "log")
 
 
-def _edges(panels: Sequence[Panel], bins: int, prob_axis: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+def _edges(panels: Sequence[Panel], bins: int, prob_axis: str = "log") -> tuple[np.ndarray, np.ndarray]:
     """Bin edges of p(y) (linear on [0, 1], or log from the decade of the smallest p) and of H̃."""
     if prob_axis not in PROB_AXES:
         raise ValueError(f"probability axis must be one of {PROB_AXES}, got {prob_axis!r}")
@@ -138,7 +145,7 @@ def _save(fig, path: str | Path) -> None:
 
 
 def plot_landscape(
-    panels: Sequence[Panel], th: Thresholds, path: str | Path, *, bins: int = 50, prob_axis: str = "linear"
+    panels: Sequence[Panel], th: Thresholds, path: str | Path, *, bins: int = 50, prob_axis: str = "log"
 ) -> None:
     """Token density over (p(y), H̃), log colour scale, confident-conflict region hatched; one panel per set."""
     from matplotlib.colors import LogNorm
@@ -173,7 +180,7 @@ def gradient_grid(panel: Panel, objective: str, px: np.ndarray, py: np.ndarray, 
 
 
 def plot_gradient_landscape(
-    panel: Panel, th: Thresholds, path: str | Path, *, bins: int = 50, stat: str = "mean", prob_axis: str = "linear"
+    panel: Panel, th: Thresholds, path: str | Path, *, bins: int = 50, stat: str = "mean", prob_axis: str = "log"
 ) -> None:
     """Per-token logits-gradient norm ‖w · (softmax − onehot)‖ over (p(y), H̃), one panel per objective,
     one colour scale for all, so that the panels compare directly."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from eaft.analysis.advice import advise
-from eaft.analysis.landscape import CONFLICT, Thresholds, conflict_mask, quadrant_shares
+from eaft.analysis.landscape import CONFLICT, QUADRANT_LABELS, Thresholds, conflict_mask, quadrant_shares
 from eaft.objectives.loss import CONFLICT_ENTROPY, CONFLICT_PROB
 
 MARKDOWN_SPECIALS = "\\`*_[]<>#|"
@@ -164,7 +164,7 @@ def figure_rows(summary: dict, sets: list[str]) -> list[tuple[str, list[str]]]:
     row("label tokens", lambda s: s["tokens"], "{:,}")
     row("sequences with label tokens", lambda s: s["sequences_with_targets"], "{:,}")
     for quadrant in summary[sets[0]]["quadrant_shares"]:
-        row(f"quadrant `{quadrant}`", lambda s, q=quadrant: s["quadrant_shares"][q])
+        row(f"{QUADRANT_LABELS[quadrant]} (`{quadrant}`)", lambda s, q=quadrant: s["quadrant_shares"][q])
     row("**confident-conflict share**", lambda s: s["confident_conflict_share"])
     row(
         f"conflict share at fixed H̃ < {CONFLICT_ENTROPY}, p < {CONFLICT_PROB} (as in training logs)",

@@ -50,7 +50,9 @@ class AnalyzeConfig:
     objective_param: list[str] = option((), "An objective's parameter, as NAME.KEY=VALUE (repeatable).", append=True)
     grad_stat: str = option("mean", "Gradient landscape cell value: mean or sum of the per-token gradient norms.")
     bins: int = option(50, "Landscape bins per axis.")
-    prob_axis: str = option("linear", "Landscape probability axis: linear (0 to 1) or log (shows tiny p apart).")
+    prob_axis: str = option(
+        "log", "Landscape probability axis: log (spreads out the small p where confident conflicts lie) or linear."
+    )
     top_n: int = option(10, "Samples listed in the report, by conflict density.")
     html: bool = option(True, "Write report.html: the summary, landscapes and a sample browser in one offline page.")
     html_samples: int = option(200, "report.html: embed this many samples with the densest confident conflicts.")

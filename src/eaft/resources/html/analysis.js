@@ -146,7 +146,7 @@
         (total > 0 ? pct(g / total) : "—") + "</td></tr>";
     }).join("");
     tip.innerHTML = "<div><code>" + esc(JSON.stringify(V[s.ids[labels(s)[j]]])) + '</code> · <span class="q' +
-      (q === 0 ? ' c">confident conflict' : '">' + esc(QN[q])) + "</span></div>" +
+      (q === 0 ? ' c">' : '">') + esc(M.quadrant_labels[q]) + "</span></div>" +
       "<div>p(y) = " + num(p) + (p > 0 ? " · NLL = " + (-Math.log(p)).toFixed(3) : "") + "</div>" +
       "<div>H̃ top-k = " + num(at(s.ht, j)) + " · H̃ exact = " + num(at(s.hf, j)) + "</div>" +
       "<table><thead><tr><th>objective</th><th>weight</th><th>‖∂ℓ/∂z‖</th><th>share of sequence</th></tr></thead>" +
