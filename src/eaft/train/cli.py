@@ -130,8 +130,8 @@ def train_and_evaluate(config: TrainConfig):
                 run_dir, config.eaft.eval_suite, limit=config.eaft.eval_limit, dtype=config.eaft.dtype
             )
             print("\n".join(delta_lines(table)))
-    if main_process:
-        logging.getLogger("eaft").info("run complete in %.0f s: %s", time.time() - started, run_dir / "report.md")
+            # training alone ends with "training complete" (eaft.train.run); this closes the whole run
+            logging.getLogger("eaft").info("run complete in %.0f s: %s", time.time() - started, run_dir / "report.md")
     return run_dir
 
 
