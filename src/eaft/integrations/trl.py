@@ -11,6 +11,11 @@ order with the same seed train the same weights as eaft's own trainer. TRL's met
 `mean_token_accuracy`, `num_tokens`) and eaft's join them (`ce`, `mean_entropy`, `mean_weight`, `conflict_share`,
 `label_tokens`).
 
+`model="default"` is eaft's embedded SmolLM2-135M-Instruct (its cached local folder and tokenizer, never the hub).
+With `assistant_only_loss`, a ChatML template TRL cannot patch (SmolLM2's) is given the `{% generation %}` markers
+on a copy of the tokenizer (`eaft.data.training_template`). `dataloader_pin_memory` is turned off where there is no
+accelerator (torch ignores it there, with a warning).
+
 Refused by name, because SFTTrainer would then compute its own loss or add to it, and the objective would be dropped
 without a word: `use_liger_kernel`, `loss_type` other than 'nll', `label_smoothing_factor`, `compute_loss_func`, a
 MoE `router_aux_loss_coef`, context and sequence parallelism.
