@@ -67,8 +67,12 @@ def _first_sentence(text: str) -> str:
 
 def help_text() -> str:
     from eaft.objectives import objective_names, objective_params
+    from eaft.shipped import shipped_names
 
-    lines = [USAGE, "", __doc__.strip().splitlines()[-1], "", "eaft keys:"]
+    shipped = "shipped configs (by name, or configs/train/NAME.yaml from any folder): " + ", ".join(
+        shipped_names("train")
+    )
+    lines = [USAGE, "", __doc__.strip().splitlines()[-1], shipped, "", "eaft keys:"]
     for name, field in our_fields().items():
         lines.append(_entry(name, _default(field), field.metadata.get("help", "")))
     lines += ["", "objective parameters (objective_args: {name: value}, or objective_args.name=value):"]
