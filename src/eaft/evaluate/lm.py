@@ -112,6 +112,76 @@ def _length_batches(lengths: Sequence[int], max_tokens: int, max_items: int | No
     return batches
 
 
+#: Vocabulary-wide fp32 elements per scoring chunk (32 MB): the largest buffer log-likelihood scoring adds to the
+#: forward pass, whatever the batch (`target_logprobs`).
+CHUNK_ELEMENTS = 1 << 23
+
+
+def target_logprobs(
+    states: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, head: Any = None
+) -> torch.Tensor:
+    """log p(target) at positions (rows[i], cols[i]) of `states`, in fp32: each target's logit minus its position's
+    logsumexp, a chunk of positions at a time, so no full-vocabulary log-softmax over the batch is ever held.
+
+    `states`: logits [B, T, V], or hidden states [B, T, H] that `head` (the lm_head) turns into logits chunk by
+    chunk, so the batch's logits are never held either. `targets`: [N, m] token ids per position. Shape: [N, m].
+    """
+    vocab = head.weight.shape[0] if head is not None else states.shape[-1]
+    step = max(1, CHUNK_ELEMENTS // vocab)
+    out = torch.empty(targets.shape, dtype=torch.float32, device=states.device)
+    for start in range(0, len(rows), step):
+        part = slice(start, start + step)
+        block = states[rows[part], cols[part]]
+        logits = (head(block) if head is not None else block).float()  # as the model's own logits, then fp32
+        out[part] = logits.gather(-1, targets[part]) - logits.logsumexp(-1, keepdim=True)
+    return out
+
+
+def _plain_head(model: Any) -> Any:
+    """The lm_head when the model's logits are exactly `lm_head(decoder output)` (no soft-capping or scaling after
+    it; `eaft.loss.fused_unsupported_reason`), else None: then the model's own logits are read."""
+    from eaft.loss import base_causal_lm, fused_unsupported_reason
+
+    return None if fused_unsupported_reason(model) is not None else base_causal_lm(model).get_output_embeddings()
+
+
+def _last_states(model: Any, keep: int, **inputs: Any) -> tuple[torch.Tensor, Any, Any]:
+    """(states, head, outputs) of one forward: the last `keep` positions' hidden states and the lm_head when the head
+    is plain (the model builds no logits at all), else their logits and None. Shape: [B, keep, H or V]."""
+    head = _plain_head(model)
+    if head is None:
+        outputs = _forward(model, keep, **inputs)
+        return outputs.logits[:, -keep:], None, outputs
+    from eaft.loss import base_causal_lm
+
+    captured = []
+    hook = base_causal_lm(model).get_decoder().register_forward_hook(lambda _m, _a, output: captured.append(output))
+    try:
+        no_positions = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
+        outputs = model(**inputs, logits_to_keep=no_positions)
+    finally:
+        hook.remove()
+    hidden = captured[-1]
+    hidden = hidden[0] if isinstance(hidden, tuple) else getattr(hidden, "last_hidden_state", hidden)
+    return hidden[:, -keep:], head, outputs
+
+
+def _left_padded(sequences: Sequence[list[int]], device: Any) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and position_ids of left-padded sequences (the longest sets the width)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros(len(sequences), width, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        ids[b, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[b, width - len(seq) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+
+
+def _long(values: Sequence[Any], device: Any) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 @torch.inference_mode()
 def continuation_logprobs(
     model: Any,
@@ -124,8 +194,8 @@ def continuation_logprobs(
     """Σ_t log p(continuation_t | context, continuation_<t) for each (context_ids, continuation_ids) pair.
 
     A sequence longer than `max_length` loses context tokens on the left. Batches are left-padded (explicit
-    position ids), so every continuation ends at the last position and only the last `max(n_cont)` positions
-    go through the LM head: logits are [B, max(n_cont), V], upcast to fp32 per row.
+    position ids), so every continuation ends at the last position; only the continuation positions are scored,
+    chunk by chunk (`target_logprobs`).
     """
     device = next(model.parameters()).device
     rows = []
@@ -138,19 +208,16 @@ def continuation_logprobs(
     batches = _length_batches([len(r[0]) for r in rows], max(batch_tokens, 1))
     with tqdm(total=len(rows), desc=desc, leave=False, disable=len(rows) < 2) as bar:
         for batch in batches:
-            width = len(rows[batch[0]][0])
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for b, i in enumerate(batch):
-                ids[b, width - len(rows[i][0]) :] = torch.tensor(rows[i][0])
-                mask[b, width - len(rows[i][0]) :] = 1
             keep = max(rows[i][2] for i in batch)
-            logits = _last_logits(model, ids.to(device), mask.to(device), keep)
-            for b, i in enumerate(batch):
-                _, tgt, n = rows[i]
-                piece = logits[b, keep - n :].float().log_softmax(-1)
-                target = torch.tensor(tgt[-n:], device=piece.device)
-                out[i] = float(piece.gather(-1, target[:, None]).sum())
+            states, head, _ = _last_states(model, keep, **_left_padded([rows[i][0] for i in batch], device))
+            # continuation positions: the last n of each row's `keep`
+            where = [(b, t) for b, i in enumerate(batch) for t in range(keep - rows[i][2], keep)]
+            targets = _long([[t] for i in batch for t in rows[i][1][-rows[i][2] :]], device)
+            b_index, t_index = _long([b for b, _ in where], device), _long([t for _, t in where], device)
+            logp = target_logprobs(states, b_index, t_index, targets, head)[:, 0]
+            start = 0
+            for i in batch:
+                out[i], start = float(logp[start : start + rows[i][2]].sum()), start + rows[i][2]
             bar.update(len(batch))
     return out
 
@@ -174,7 +241,8 @@ def shared_context_logprobs(
     by_k: dict[int, list[int]] = {}
     for g, (_, conts) in enumerate(groups):
         by_k.setdefault(len(conts), []).append(g)
-    cost = [len(ctx) + sum(len(c) for c in conts) for ctx, conts in groups]
+    # what a group holds once its context's KV cache is repeated per continuation (memory grows with this)
+    cost = [len(conts) * (len(ctx) + max(len(c) for c in conts)) for ctx, conts in groups]
     with tqdm(total=len(groups), desc=desc, leave=False, disable=len(groups) < 2) as bar:
         for members in by_k.values():
             for chunk in _length_batches([cost[g] for g in members], max(batch_tokens, 1)):
@@ -195,16 +263,12 @@ def _shared_batch(model: Any, groups: list[tuple[list[int], list[list[int]]]], m
         if longest > max_length:
             raise ValueError(f"a continuation of {longest} tokens is longer than max_length={max_length}")
         contexts.append(list(ctx)[-(max_length + 1 - longest) :])  # as continuation_logprobs for the longest
-    width = max(len(c) for c in contexts)
-    ids = torch.zeros(len(groups), width, dtype=torch.long)
-    mask = torch.zeros(len(groups), width, dtype=torch.long)
-    for b, ctx in enumerate(contexts):
-        ids[b, width - len(ctx) :] = torch.tensor(ctx)
-        mask[b, width - len(ctx) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    first = _forward(model, 1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    first_logp = first.logits[:, -1].float().log_softmax(-1)  # [B, V]: predicts each continuation's first token
+    inputs = _left_padded(contexts, device)
+    states, head, first = _last_states(model, 1, **inputs, use_cache=True)
+    # each context's last position predicts the first token of its k continuations: [B, k]
+    first_tokens = _long([[c[0] for c in conts] for _, conts in groups], device)
+    every = torch.arange(len(groups), device=device)
+    first_logp = target_logprobs(states, every, torch.zeros_like(every), first_tokens, head)
     conts = [c for _, cs in groups for c in cs]
     rest_width = max(len(c) - 1 for c in conts)
     rest_logp = None
@@ -216,26 +280,31 @@ def _shared_batch(model: Any, groups: list[tuple[list[int], list[list[int]]]], m
         for r, c in enumerate(conts):
             rest[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
             rest_mask[r, : len(c) - 1] = 1
+        mask = inputs["attention_mask"]
         ctx_len = mask.sum(-1).repeat_interleave(k)[:, None]
         positions = ctx_len + torch.arange(rest_width, device=device)[None]
         full_mask = torch.cat([mask.repeat_interleave(k, dim=0), rest_mask.to(device)], dim=-1)
-        logits = model(
+        rest_states, head, _ = _last_states(
+            model,
+            rest_width,
             input_ids=rest.to(device),
             attention_mask=full_mask,
             position_ids=positions,
             use_cache=True,
             **{_cache_kwarg(model): cache},
-        ).logits
-        rest_logp = logits.float().log_softmax(-1)  # [B·k, W, V]
-    scores = []
+        )
+        where = [(r, t) for r, c in enumerate(conts) for t in range(len(c) - 1)]
+        targets = _long([[c[t + 1]] for c in conts for t in range(len(c) - 1)], device)
+        rows, cols = _long([r for r, _ in where], device), _long([t for _, t in where], device)
+        rest_logp = target_logprobs(rest_states, rows, cols, targets, head)[:, 0]
+    scores, start = [], 0
     for b in range(len(groups)):
         row = []
         for j, c in enumerate(groups[b][1]):
-            r = b * k + j
-            total = float(first_logp[b, c[0]])
+            total = float(first_logp[b, j])
             if len(c) > 1:
-                targets = torch.tensor(c[1:], device=device)[:, None]
-                total += float(rest_logp[r, : len(c) - 1].gather(-1, targets).sum())
+                total += float(rest_logp[start : start + len(c) - 1].sum())
+                start += len(c) - 1
             row.append(total)
         scores.append(row)
     return scores
@@ -255,12 +324,6 @@ def _forward(model: Any, keep: int, **inputs: Any) -> Any:
         if "logits_to_keep" not in str(err):
             raise
         return model(**inputs)
-
-
-def _last_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
-    """Logits of the last `keep` positions of a left-padded batch. Shape: [B, keep, V]."""
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return _forward(model, keep, input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -keep:]
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
