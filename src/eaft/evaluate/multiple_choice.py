@@ -4,6 +4,8 @@ Prompt format (default): `Question: {question}\\nAnswer:` followed by `" " + cho
 continuation scoring of lm-evaluation-harness's ARC/PIQA/MedQA tasks. `choice_format: letter` lists the choices
 as `A. ...` lines and scores `" A"`, `" B"`, ... (MMLU's original form). `chat: true` puts the prompt in a user
 turn of the chat template and scores the choice as the start of the assistant's answer (no delimiter).
+`preprocess: <name>` runs a named step on each row first (`eaft.evaluate.row_formats`: lm-eval's document
+processing for HellaSwag and MMLU), so that a task file can build an lm-eval task's prompts exactly.
 
 Scoring (all three are computed; `scoring` picks the reported one):
 - `raw`: Σ log p(continuation tokens);
@@ -24,6 +26,7 @@ from eaft.evaluate.lm import (
     encode_pair,
     shared_context_logprobs,
 )
+from eaft.evaluate.row_formats import PREPROCESSORS
 from eaft.evaluate.task_types import register_task_type
 from eaft.evaluate.tasks import (
     TaskError,
@@ -57,6 +60,9 @@ class MultipleChoiceOptions:
     few_shot_path: str | None = field(default=None, metadata={"help": "JSONL of examples; default the task file"})
     few_shot_match: str | None = field(default=None, metadata={"help": "only examples with the same field value"})
     chat: bool = field(default=False, metadata={"help": "wrap the prompt in the chat template (user turn)"})
+    preprocess: str | None = field(
+        default=None, metadata={"help": "a named row step before the templates (hellaswag, mmlu): lm-eval's"}
+    )
     max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
     batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
 
@@ -152,15 +158,27 @@ def few_shot_prefix(
     return "".join(p + "\n\n" for p in parts)
 
 
+def preprocessed(opts: MultipleChoiceOptions, row: dict[str, Any], where: str) -> dict[str, Any]:
+    """The row after the task's `preprocess` step (the row itself without one)."""
+    if opts.preprocess is None:
+        return row
+    fields, step = PREPROCESSORS[opts.preprocess]
+    for name in fields:
+        field_value(row, name, f"{where} (preprocess: {opts.preprocess})")
+    return step(row)
+
+
 def build_items(task: TaskSpec) -> list[tuple[int, ChoiceItem]]:
     """(line number, item) for the selected rows of the task file."""
     opts: MultipleChoiceOptions = task.options
     pool: list[dict[str, Any]] = []
     if opts.few_shot:
-        pool = read_jsonl(resolve_path(opts.few_shot_path, task.path.parent) if opts.few_shot_path else task.path)
+        source = resolve_path(opts.few_shot_path, task.path.parent) if opts.few_shot_path else task.path
+        pool = [preprocessed(opts, row, f"{source}:{i}") for i, row in enumerate(read_jsonl(source), start=1)]
     items = []
     for line, row in iter_rows(task.path, task.limit, task.limit_mode):
         where = f"{task.path}:{line}"
+        row = preprocessed(opts, row, where)
         items.append((line, build_item(opts, row, where, few_shot_prefix(opts, row, pool, task, where))))
     return items
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from eaft.data_root import expand_data_root
 from eaft.errors import EaftError, UsageError
+from eaft.evaluate.row_formats import PREPROCESSORS
 
 GROUPS = ("target", "general", "extra")
 LIMIT_MODES = ("first", "spread")
@@ -33,6 +34,7 @@ _CHOICES = {
     "metric": ("prompt_level_strict", "inst_level_strict", "prompt_level_loose", "inst_level_loose"),
     "prompt_format": ("auto", "template", "plain"),
     "parse": ("lenient", "strict"),
+    "preprocess": tuple(PREPROCESSORS),
 }
 
 
@@ -47,7 +49,7 @@ class TaskSpec:
     options: Any = None
     limit: int | None = None
     limit_mode: str = "first"
-    lm_eval: str | None = None
+    lm_eval: str | dict[str, Any] | None = None  # a name, a task YAML path or an inline config
     lm_eval_metric: str | None = None
     lm_eval_fewshot: int | None = None
     source: str = ""
