@@ -1,5 +1,5 @@
-"""`--backend lm-eval`: what can be checked offline — the missing-extra error and the folding of lm-eval's
-results dict into our records. (Running lm-eval's tasks downloads their data sets from the hub.)"""
+"""`--backend lm-eval`: the missing-extra error, the folding of lm-eval's results dict into our records, the
+suite's forms of `lm_eval:`, and the cache key of a local task. (`test_lm_eval_local_run.py` runs local tasks.)"""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ RESULTS = {
     "results": {
         "gsm8k": {
             "alias": "gsm8k",
+            "name": "gsm8k",
+            "sample_len": 50,
             "exact_match,strict-match": 0.25,
             "exact_match_stderr,strict-match": 0.01,
             "exact_match,flexible-extract": 0.3,
@@ -69,6 +71,15 @@ def test_fold_results_scales_and_picks_metrics():
     gsm = fold_results(RESULTS, [spec("gsm8k")])["my_gsm8k"]
     assert gsm.score == pytest.approx(25.0) and gsm.n == 50 and "5-shot" in gsm.notes
     assert not any("stderr" in k for k in gsm.metrics)
+    assert set(gsm.metrics) == {"exact_match,strict-match", "exact_match,flexible-extract"}  # no sample_len
+
+
+def test_fold_results_scales_only_fractions():
+    results = {"results": {"wiki": {"sample_len": 62, "word_perplexity,none": 31.5, "bits_per_byte,none": 0.9,
+                                    "acc,none": 0.5}}}  # fmt: skip
+    out = fold_results(results, [spec("wiki", "word_perplexity,none")])["my_wiki"]
+    assert out.score == pytest.approx(31.5) and out.metrics["bits_per_byte,none"] == pytest.approx(0.9)
+    assert out.metrics["acc,none"] == pytest.approx(50.0) and "sample_len" not in out.metrics
 
 
 def test_fold_results_errors():

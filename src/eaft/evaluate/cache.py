@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,33 @@ class ResultCache:
         self.root = Path(root) if root is not None else cache_root() / "eval"
         self.enabled = enabled
 
-    def task_key(self, identity: dict[str, Any], task: TaskSpec, backend: str, extra: Any = None) -> str:
-        files = {str(i): file_sha256(p) for i, p in enumerate(data_files(task))}
-        settings = (
-            task.settings()
-            if backend == "native"
-            else {"lm_eval": task.lm_eval, "limit": task.limit, "fewshot": task.lm_eval_fewshot}
-        )
+    def task_key(
+        self,
+        identity: dict[str, Any],
+        task: TaskSpec,
+        backend: str,
+        extra: Any = None,
+        *,
+        lm_eval_include: Sequence[Path] = (),
+    ) -> str:
+        """The key of a task's result. Under lm-eval: the task's spec, limit, few-shot count and metric, lm-eval's
+        version, and the content of a local task's YAML files, modules and data files (`lm_eval_include` is where
+        its name is looked up)."""
+        if backend == "native":
+            settings = task.settings()
+            files = {str(i): file_sha256(p) for i, p in enumerate(data_files(task))}
+        else:
+            from eaft.evaluate.lm_eval_backend import lm_eval_version, task_files
+
+            settings = {
+                "lm_eval": task.lm_eval,
+                "limit": task.limit,
+                "fewshot": task.lm_eval_fewshot,
+                "metric": task.lm_eval_metric,
+                "lm_eval_version": lm_eval_version(),
+            }
+            sources = task_files(task, lm_eval_include)
+            files = {str(i): file_sha256(p) if p.is_file() else None for i, p in enumerate(sources)}
         return digest(
             {
                 "v": CACHE_VERSION,

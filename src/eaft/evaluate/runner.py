@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from eaft.errors import debugging
 from eaft.evaluate.cache import ResultCache, data_files, file_sha256
 from eaft.evaluate.ifeval import MissingResource
 from eaft.evaluate.lm import ModelHandle
-from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval
+from eaft.evaluate.lm_eval_backend import require_lm_eval, run_lm_eval, task_files
+from eaft.evaluate.lm_eval_local import include_folders, task_name
 from eaft.evaluate.self_consistency import reference_identity
 from eaft.evaluate.suite import Suite, load_suite
 from eaft.evaluate.task_types import task_type
@@ -46,11 +48,15 @@ def run_native(task: TaskSpec, handle: ModelHandle, cache: ResultCache) -> TaskO
     return outcome
 
 
-def task_record(task: TaskSpec, outcome: TaskOutcome, backend: str, seconds: float) -> dict[str, Any]:
+def task_record(
+    task: TaskSpec, outcome: TaskOutcome, backend: str, seconds: float, data: list[Path] | None = None
+) -> dict[str, Any]:
+    """`data`: the files the result depends on (default: the native task's data files)."""
+    data = data_files(task) if data is None else data
     return {
         "name": task.name,
         "group": task.group,
-        "type": task.type if backend == "native" else f"lm-eval:{task.lm_eval}",
+        "type": task.type if backend == "native" else f"lm-eval:{task_name(task.lm_eval)}",
         "backend": backend,
         "score": outcome.score,
         "metric": outcome.metric,
@@ -58,26 +64,33 @@ def task_record(task: TaskSpec, outcome: TaskOutcome, backend: str, seconds: flo
         "n": outcome.n,
         "notes": outcome.notes,
         "settings": task.settings() if backend == "native" else {"lm_eval": task.lm_eval, "limit": task.limit},
-        "data": {str(p): file_sha256(p) for p in data_files(task)} if backend == "native" else {},
+        "data": {str(p): file_sha256(p) for p in data if p.is_file()},
         "seconds": round(seconds, 3),
         "samples": outcome.samples,
     }
 
 
 def run_suite(
-    suite: Suite, handle: ModelHandle, *, backend: str = "native", cache: ResultCache | None = None
+    suite: Suite,
+    handle: ModelHandle,
+    *,
+    backend: str = "native",
+    cache: ResultCache | None = None,
+    lm_eval_include: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
-    """Every task's record, from the cache where possible; the model is loaded only if some task misses."""
+    """Every task's record, from the cache where possible; the model is loaded only if some task misses.
+    `lm_eval_include`: local lm-eval task folders, before the suite's and EAFT_LM_EVAL_INCLUDE's."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     cache = cache or ResultCache()
+    include = include_folders(lm_eval_include, suite.lm_eval_include) if backend == "lm-eval" else ()
     identity = handle.identity()
     records: dict[str, dict[str, Any]] = {}
     keys, pending_lm_eval = {}, []
     for task in suite.tasks:
         task_backend = "lm-eval" if backend == "lm-eval" and task.lm_eval else "native"
         extra = reference_identity(task, handle) if task.type == "self_consistency" else None
-        keys[task.name] = key = cache.task_key(identity, task, task_backend, extra)
+        keys[task.name] = key = cache.task_key(identity, task, task_backend, extra, lm_eval_include=include)
         cached = cache.get(key)
         if cached is not None:
             records[task.name] = {**cached, "group": task.group, "cached": True}
@@ -92,10 +105,11 @@ def run_suite(
             print(f"[eval] {task.name}: {outcome.metric} = {outcome.score:.2f} (n={outcome.n})", file=sys.stderr)
     if pending_lm_eval:
         start = time.perf_counter()
-        outcomes = run_lm_eval(pending_lm_eval, handle)
+        outcomes = run_lm_eval(pending_lm_eval, handle, include=include)
         seconds = (time.perf_counter() - start) / len(pending_lm_eval)
         for task in pending_lm_eval:
-            records[task.name] = task_record(task, outcomes[task.name], "lm-eval", seconds)
+            data = task_files(task, include)
+            records[task.name] = task_record(task, outcomes[task.name], "lm-eval", seconds, data)
             cache.put(keys[task.name], records[task.name])
     ordered = {t.name: {**records[t.name], "cache_key": keys[t.name]} for t in suite.tasks}
     return {"identity": identity, "tasks": ordered}
@@ -181,6 +195,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="run directory (default eval_runs/<suite>-<model or adapter>)")
     parser.add_argument("--limit", type=int, default=None, help="at most N items per task")
     parser.add_argument("--backend", choices=BACKENDS, default="native", help="native, or lm-evaluation-harness")
+    parser.add_argument(
+        "--lm-eval-include",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of local lm-eval task YAMLs (repeatable; also: the suite's lm_eval_include, EAFT_LM_EVAL_INCLUDE)",
+    )
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-cache", action="store_true", help="recompute every task (results are still stored)")
@@ -212,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "lm-eval":
             require_lm_eval()
         suite = load_suite(args.suite, limit=args.limit)
+<<<<<<< HEAD
+=======
+        handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
+        cache = ResultCache(enabled=not args.no_cache)
+        result = run_suite(suite, handle, backend=args.backend, cache=cache, lm_eval_include=args.lm_eval_include)
+>>>>>>> 0630404 (--backend lm-eval works offline on local tasks, folds results by lm-eval's name, keeps its samples)
         out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
         with own_folder(out, "eaft eval"):
             check_replaceable(out, EVAL_FILES, "--out")

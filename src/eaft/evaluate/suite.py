@@ -19,7 +19,9 @@ general:
 Entry keys: `name`, `type`, `path`, `task`, `limit`, `limit_mode` (first | spread), `lm_eval`, `lm_eval_metric`,
 `lm_eval_fewshot`; every other key is an option of the task type (see `eaft.evaluate.task_types`).
 A `task` file is found relative to the suite's folder; a relative `path` or `few_shot_path` resolves against the
-`data_root` of the file it is written in. `$EAFT_DATA` is the benchmark data root (`eaft.data_root`: EAFT_DATA,
+`data_root` of the file it is written in, an `lm_eval` YAML path against that file's folder. `lm_eval_include`
+(a folder or a list) puts local lm-eval task folders on `--backend lm-eval`'s include path, relative to the suite's
+folder (`eaft.evaluate.lm_eval_local`). `$EAFT_DATA` is the benchmark data root (`eaft.data_root`: EAFT_DATA,
 `--data-root`, or ../shared/data beside the repository), looked up only when a path needs it.
 """
 
@@ -34,12 +36,13 @@ from typing import Any
 import yaml
 
 from eaft.data_root import DataRootError
+from eaft.evaluate.lm_eval_local import check_spec, default_name, is_yaml_path
 from eaft.evaluate.task_types import task_types
 from eaft.evaluate.tasks import GROUPS, LIMIT_MODES, TaskError, TaskSpec, parse_options, resolve_path, suggest
 from eaft.shipped import find_shipped, not_found_hint
 
 ENTRY_KEYS = ("name", "type", "path", "task", "limit", "limit_mode", "lm_eval", "lm_eval_metric", "lm_eval_fewshot")
-SUITE_KEYS = ("name", "data_root", *GROUPS)
+SUITE_KEYS = ("name", "data_root", "lm_eval_include", *GROUPS)
 NEEDS_PATH = ("multiple_choice", "generative", "ifeval", "function_call")
 
 
@@ -48,6 +51,7 @@ class Suite:
     name: str
     source: Path
     tasks: tuple[TaskSpec, ...]
+    lm_eval_include: tuple[Path, ...] = ()
 
     def group(self, name: str) -> list[TaskSpec]:
         return [t for t in self.tasks if t.group == name]
@@ -83,6 +87,13 @@ def _resolved_paths(entry: dict[str, Any], root: Callable[[], Path], where: Path
     return out
 
 
+def _lm_eval_path(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """An `lm_eval` YAML path made absolute against the folder of the file it is written in."""
+    if is_yaml_path(entry.get("lm_eval")):
+        return {**entry, "lm_eval": str(resolve_path(entry["lm_eval"], folder))}
+    return entry
+
+
 def _merged_entry(entry: dict[str, Any], suite_path: Path, data_root: Callable[[], Path]) -> dict[str, Any]:
     """A suite entry with its referenced task file (if any, relative to the suite's folder) underneath it."""
     merged: dict[str, Any] = {}
@@ -94,8 +105,10 @@ def _merged_entry(entry: dict[str, Any], suite_path: Path, data_root: Callable[[
         merged = _resolved_paths(
             {k: v for k, v in task_data.items() if k != "data_root"}, _data_root(task_data, task_path), task_path
         )
+        merged = _lm_eval_path(merged, task_path.parent)
         merged.setdefault("name", task_path.stem)
-    merged.update(_resolved_paths({k: v for k, v in entry.items() if k != "task"}, data_root, suite_path))
+    own = _resolved_paths({k: v for k, v in entry.items() if k != "task"}, data_root, suite_path)
+    merged.update(_lm_eval_path(own, suite_path.parent))
     return merged
 
 
@@ -114,7 +127,9 @@ def build_task(entry: dict[str, Any], group: str, where: str) -> TaskSpec:
         raise TaskError(f"{where}: a task needs `type` (one of {types}) or an `lm_eval` task name")
     if kind is not None and kind not in types:
         raise TaskError(f"{where}: unknown task type {kind!r}{suggest(str(kind), types)}; valid: {types}")
-    name = entry.get("name") or entry.get("lm_eval")
+    if entry.get("lm_eval") is not None:
+        check_spec(entry["lm_eval"], where)
+    name = entry.get("name") or (default_name(entry["lm_eval"]) if entry.get("lm_eval") else None)
     if not name:
         raise TaskError(f"{where}: a task needs a `name`")
     if kind in NEEDS_PATH and not entry.get("path"):
@@ -165,10 +180,15 @@ def load_suite(path: str | Path, *, limit: int | None = None) -> Suite:
             if limit is not None:
                 task = dataclasses.replace(task, limit=min(task.limit or limit, limit))
             tasks.append(task)
+    include = data.get("lm_eval_include") or []
+    include = [include] if isinstance(include, str) else include
+    if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
+        raise TaskError(f"{path}: lm_eval_include must be a folder or a list of folders, got {include!r}")
     names = [t.name for t in tasks]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise TaskError(f"{path}: task names must be unique, repeated: {duplicates}")
     if not tasks:
         raise TaskError(f"{path}: no tasks (add entries under `target` and/or `general`)")
-    return Suite(name=str(data.get("name") or path.stem), source=path, tasks=tuple(tasks))
+    folders = tuple(resolve_path(p, path.parent) for p in include)
+    return Suite(name=str(data.get("name") or path.stem), source=path, tasks=tuple(tasks), lm_eval_include=folders)
