@@ -1,4 +1,4 @@
-"""Multiple-choice scoring speed: one shared context per question (KV cache repeated per choice) against one
+"""Multiple-choice scoring speed: one shared context per question (each choice runs on its KV cache rows) against one
 sequence per (context, choice) pair, on the embedded SmolLM2-135M-Instruct. Prints seconds and the largest
 difference between the two paths' log-likelihoods.
 

@@ -1,4 +1,4 @@
-"""The two log-likelihood paths agree (shared context, its KV cache repeated per choice, vs one sequence per pair),
+"""The two log-likelihood paths agree (shared context, each choice on its KV cache rows, vs one sequence per pair),
 equal a naive full-vocabulary log-softmax, and never put more than a chunk of positions through the lm_head."""
 
 from __future__ import annotations

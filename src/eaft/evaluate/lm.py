@@ -7,6 +7,7 @@ and pad on the left.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -227,36 +228,38 @@ def shared_context_logprobs(
     model: Any,
     groups: Sequence[tuple[list[int], list[list[int]]]],
     *,
-    batch_tokens: int = 4096,
+    batch_tokens: int = 2048,
     max_length: int = 2048,
     desc: str = "log-likelihood",
 ) -> list[list[float]]:
-    """Like `continuation_logprobs` for k continuations of one shared context: the context runs once, its KV
-    cache is repeated k times, and the continuations run on top. Same numbers, about k× less context work.
+    """Like `continuation_logprobs` for k continuations of one shared context: the context runs once, and the
+    continuations run on top of its KV cache. Same numbers, about k× less context work.
 
-    `groups`: [(context_ids, [continuation_ids, ...])]. Returns one list of k log-likelihoods per group.
+    Contexts are batched by length, then their continuations (each with its context's cache rows) by length, so
+    neither pass computes much padding; the contexts' cache and one continuation batch's each hold at most
+    `batch_tokens / 2` tokens. `groups`: [(context_ids, [continuation_ids, ...])]. Returns one list of k
+    log-likelihoods per group.
     """
     device = next(model.parameters()).device
+    budget = max(batch_tokens // 2, 1)
     out: list[list[float]] = [[] for _ in groups]
     by_k: dict[int, list[int]] = {}
     for g, (_, conts) in enumerate(groups):
         by_k.setdefault(len(conts), []).append(g)
-    # what a group holds once its context's KV cache is repeated per continuation (memory grows with this)
-    cost = [len(conts) * (len(ctx) + max(len(c) for c in conts)) for ctx, conts in groups]
     with tqdm(total=len(groups), desc=desc, leave=False, disable=len(groups) < 2) as bar:
         for members in by_k.values():
-            for chunk in _length_batches([cost[g] for g in members], max(batch_tokens, 1)):
+            for chunk in _length_batches([len(groups[g][0]) for g in members], budget):
                 batch = [members[i] for i in chunk]
-                for g, scores in zip(
-                    batch, _shared_batch(model, [groups[g] for g in batch], max_length, device), strict=True
-                ):
-                    out[g] = scores
+                scores = _shared_batch(model, [groups[g] for g in batch], max_length, budget, device)
+                for g, row in zip(batch, scores, strict=True):
+                    out[g] = row
                 bar.update(len(batch))
     return out
 
 
-def _shared_batch(model: Any, groups: list[tuple[list[int], list[list[int]]]], max_length: int, device) -> list:
-    k = len(groups[0][1])
+def _shared_batch(
+    model: Any, groups: list[tuple[list[int], list[list[int]]]], max_length: int, budget: int, device: Any
+) -> list[list[float]]:
     contexts = []
     for ctx, conts in groups:
         longest = max(len(c) for c in conts)
@@ -269,45 +272,53 @@ def _shared_batch(model: Any, groups: list[tuple[list[int], list[list[int]]]], m
     first_tokens = _long([[c[0] for c in conts] for _, conts in groups], device)
     every = torch.arange(len(groups), device=device)
     first_logp = target_logprobs(states, every, torch.zeros_like(every), first_tokens, head)
-    conts = [c for _, cs in groups for c in cs]
-    rest_width = max(len(c) - 1 for c in conts)
-    rest_logp = None
-    if rest_width > 0:
-        cache = first.past_key_values
-        cache.batch_repeat_interleave(k)
-        rest = torch.zeros(len(conts), rest_width, dtype=torch.long)
-        rest_mask = torch.zeros(len(conts), rest_width, dtype=torch.long)
-        for r, c in enumerate(conts):
-            rest[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-            rest_mask[r, : len(c) - 1] = 1
-        mask = inputs["attention_mask"]
-        ctx_len = mask.sum(-1).repeat_interleave(k)[:, None]
-        positions = ctx_len + torch.arange(rest_width, device=device)[None]
-        full_mask = torch.cat([mask.repeat_interleave(k, dim=0), rest_mask.to(device)], dim=-1)
-        rest_states, head, _ = _last_states(
-            model,
-            rest_width,
-            input_ids=rest.to(device),
-            attention_mask=full_mask,
-            position_ids=positions,
-            use_cache=True,
-            **{_cache_kwarg(model): cache},
-        )
-        where = [(r, t) for r, c in enumerate(conts) for t in range(len(c) - 1)]
-        targets = _long([[c[t + 1]] for c in conts for t in range(len(c) - 1)], device)
-        rows, cols = _long([r for r, _ in where], device), _long([t for _, t in where], device)
-        rest_logp = target_logprobs(rest_states, rows, cols, targets, head)[:, 0]
-    scores, start = [], 0
-    for b in range(len(groups)):
-        row = []
-        for j, c in enumerate(groups[b][1]):
-            total = float(first_logp[b, j])
-            if len(c) > 1:
-                total += float(rest_logp[start : start + len(c) - 1].sum())
-                start += len(c) - 1
-            row.append(total)
-        scores.append(row)
-    return scores
+    # the rest of each continuation, on its context's cache rows; longest first, `budget` cached tokens a batch
+    rows = [(b, j, c) for b, (_, conts) in enumerate(groups) for j, c in enumerate(conts) if len(c) > 1]
+    width = inputs["attention_mask"].shape[1]
+    rest: dict[tuple[int, int], float] = {}
+    for part in _length_batches([width + len(c) - 1 for _, _, c in rows], budget):
+        rest.update(_rest_logprobs(model, first.past_key_values, inputs["attention_mask"], [rows[i] for i in part]))
+    return [
+        [float(first_logp[b, j]) + rest.get((b, j), 0.0) for j in range(len(conts))]
+        for b, (_, conts) in enumerate(groups)
+    ]
+
+
+def _rest_logprobs(
+    model: Any, cache: Any, context_mask: torch.Tensor, rows: list[tuple[int, int, list[int]]]
+) -> dict[tuple[int, int], float]:
+    """Σ log p of each continuation's tokens after its first, run on a copy of its context's cache rows.
+    `rows`: (context row b, choice j, continuation ids). Returns {(b, j): log-likelihood}."""
+    device = context_mask.device
+    index = _long([b for b, _, _ in rows], device)
+    picked = copy.copy(cache)  # the contexts' cache itself stays as it is for the next rows
+    picked.layers = [copy.copy(layer) for layer in cache.layers]
+    picked.batch_select_indices(index)
+    width = max(len(c) - 1 for _, _, c in rows)
+    rest = torch.zeros(len(rows), width, dtype=torch.long)
+    rest_mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for r, (_, _, c) in enumerate(rows):
+        rest[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+        rest_mask[r, : len(c) - 1] = 1
+    mask = context_mask[index]
+    positions = mask.sum(-1, keepdim=True) + torch.arange(width, device=device)[None]
+    states, head, _ = _last_states(
+        model,
+        width,
+        input_ids=rest.to(device),
+        attention_mask=torch.cat([mask, rest_mask.to(device)], dim=-1),
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_kwarg(model): picked},
+    )
+    where = [(r, t) for r, (_, _, c) in enumerate(rows) for t in range(len(c) - 1)]
+    targets = _long([[t] for _, _, c in rows for t in c[1:]], device)
+    logp = target_logprobs(states, _long([r for r, _ in where], device), _long([t for _, t in where], device),
+                           targets, head)[:, 0]  # fmt: skip
+    out, start = {}, 0
+    for b, j, c in rows:
+        out[(b, j)], start = float(logp[start : start + len(c) - 1].sum()), start + len(c) - 1
+    return out
 
 
 def _cache_kwarg(model: Any) -> str:

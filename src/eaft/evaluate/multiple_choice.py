@@ -64,7 +64,7 @@ class MultipleChoiceOptions:
         default=None, metadata={"help": "a named row step before the templates (hellaswag, mmlu): lm-eval's"}
     )
     max_length: int = field(default=2048, metadata={"help": "tokens kept per sequence (context cut on the left)"})
-    batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward batch"})
+    batch_tokens: int = field(default=2048, metadata={"help": "padded tokens per forward batch"})
 
 
 LETTERS = string.ascii_uppercase
