@@ -85,7 +85,7 @@ def test_suite_forms_of_lm_eval(tmp_path, local_tasks, monkeypatch):
     monkeypatch.setenv("EAFT_LM_EVAL_INCLUDE", str(tmp_path / "other"))
     flag = tmp_path / "data"
     assert include_folders([flag], suite.lm_eval_include) == (flag, local_tasks["folder"], tmp_path / "other")
-    with pytest.raises(TaskError, match="include path .*nowhere does not exist"):
+    with pytest.raises(TaskError, match="include path .*nowhere is not a folder"):
         include_folders([tmp_path / "nowhere"])
     for bad, message in [
         ("{lm_eval: {dataset_path: json}}", "needs a `task`"),

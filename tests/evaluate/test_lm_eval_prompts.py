@@ -197,3 +197,41 @@ def test_hellaswag_first_50_items_of_the_data_root(tmp_path, real_data_root):
     lm_eval_docs, task = lm_eval_requests(tmp_path, "hellaswag", rows)
     items = eaft_items(tmp_path, "hellaswag", limit=50)
     assert_same_prompts(items, lm_eval_docs, task)
+
+
+@pytest.mark.slow
+def test_hellaswag_smollm2_choices_match_lm_eval(tmp_path, real_data_root):
+    """SmolLM2 on the first 50 HellaSwag items of the data root, natively and through lm-eval's own `hellaswag`
+    task (its YAML and preprocessing, over a local copy of the items): the same per-item choices, raw and per
+    character (acc_norm), and the same log-likelihoods."""
+    from eaft.evaluate.cache import ResultCache
+    from eaft.evaluate.lm import ModelHandle
+    from eaft.evaluate.runner import run_suite
+
+    rows = read_rows(real_data_root / "hellaswag" / "hellaswag_val_1000.jsonl", 50)
+    docs = write_jsonl(tmp_path / "hellaswag.jsonl", [hellaswag_doc(r) for r in rows])
+    files = {split: str(docs) for split in ("train", "validation")}
+    config = {"include": str(LM_EVAL_TASKS / "hellaswag" / "hellaswag.yaml"), "task": "hellaswag_local", "tag": []}
+    config.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files})
+    task_yaml = tmp_path / "hellaswag_local.yaml"
+    task_yaml.write_text(json.dumps(config))
+    entry = {"task": str(TASK_FILES / "hellaswag.yaml"), "limit": 50, "lm_eval": str(task_yaml),
+             "lm_eval_metric": "acc_norm,none"}  # fmt: skip
+    (tmp_path / "suite.yaml").write_text(f"general:\n  - {json.dumps(entry)}\n")
+    suite = load_suite(tmp_path / "suite.yaml")
+    handle, cache = ModelHandle(None), ResultCache(tmp_path / "cache", enabled=False)
+    native = run_suite(suite, handle, cache=cache)["tasks"]["hellaswag"]
+    theirs = sorted(run_suite(suite, handle, backend="lm-eval", cache=cache)["tasks"]["hellaswag"]["samples"],
+                    key=lambda s: s["doc_id"])  # fmt: skip
+    assert len(native["samples"]) == len(theirs) == 50
+
+    def best(scores: list[float]) -> int:
+        return max(range(len(scores)), key=scores.__getitem__)
+
+    for ours, sample in zip(native["samples"], theirs, strict=True):
+        logprobs = [float(r[0]) for r in sample["filtered_resps"]]
+        lengths = [len(c) for c in sample["doc"]["choices"]]  # lm-eval's acc_norm: per character of its choices
+        assert ours["logprobs"] == pytest.approx(logprobs, abs=1e-3)
+        assert ours["pred"]["raw"] == best(logprobs)
+        assert ours["pred"]["per_char"] == best([lp / n for lp, n in zip(logprobs, lengths, strict=True)])
+        assert (ours["pred"]["per_char"] == int(sample["target"])) == bool(sample["acc_norm"])

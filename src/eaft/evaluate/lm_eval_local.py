@@ -61,13 +61,13 @@ def task_name(spec: str | Mapping[str, Any]) -> str:
 
 def include_folders(*sources: Iterable[str | Path]) -> tuple[Path, ...]:
     """The include folders: each source's entries in order, then EAFT_LM_EVAL_INCLUDE's; duplicates dropped.
-    A folder (or YAML file) that does not exist is an error naming it."""
+    An entry that is not a folder is an error naming it."""
     env = [p for p in os.environ.get(INCLUDE_ENV, "").split(os.pathsep) if p]
     out: list[Path] = []
     for entry in [e for source in sources for e in source] + env:
         path = Path(os.path.expandvars(os.path.expanduser(str(entry)))).resolve()
-        if not path.exists():
-            raise TaskError(f"lm-eval include path {entry} does not exist")
+        if not path.is_dir():
+            raise TaskError(f"lm-eval include path {entry} is not a folder (a folder of task YAMLs is expected)")
         if path not in out:
             out.append(path)
     return tuple(out)
@@ -132,7 +132,7 @@ class LocalIndex:
     def build(cls, include: Sequence[Path]) -> LocalIndex:
         index = cls()
         for root in include:
-            for path in [root] if root.is_file() else sorted(root.rglob("*.yaml")):
+            for path in sorted(root.rglob("*.yaml")):
                 try:
                     config = read_task_yaml(path, [])
                 except TaskError:
@@ -183,8 +183,10 @@ def walk(spec: Any, index: LocalIndex, files: list[Path], seen: set[str]) -> boo
         if not is_yaml_path(spec) and spec not in index.yamls:
             return False  # one of lm-eval's own: its version keys it, its data come from the hub
         config: Mapping[str, Any] = read_task_yaml(Path(spec) if is_yaml_path(spec) else index.yamls[spec], files)
-    else:
+    elif isinstance(spec, Mapping):
         config = spec
+    else:
+        return True  # nothing named
     files += [p for p in _data_files(config) if p not in files]
     members = config.get("task") if "group" in config else None
     for member in members if isinstance(members, list) else []:

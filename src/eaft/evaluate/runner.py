@@ -233,17 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "lm-eval":
             require_lm_eval()
         suite = load_suite(args.suite, limit=args.limit)
-<<<<<<< HEAD
-=======
-        handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
-        cache = ResultCache(enabled=not args.no_cache)
-        result = run_suite(suite, handle, backend=args.backend, cache=cache, lm_eval_include=args.lm_eval_include)
->>>>>>> 0630404 (--backend lm-eval works offline on local tasks, folds results by lm-eval's name, keeps its samples)
         out = Path(args.out) if args.out else default_out(suite, args.model, args.adapter)
         with own_folder(out, "eaft eval"):
             check_replaceable(out, EVAL_FILES, "--out")
             handle = ModelHandle(args.model, args.adapter, dtype=args.dtype, device=args.device)
-            result = run_suite(suite, handle, backend=args.backend, cache=ResultCache(enabled=not args.no_cache))
+            cache = ResultCache(enabled=not args.no_cache)
+            result = run_suite(suite, handle, backend=args.backend, cache=cache, lm_eval_include=args.lm_eval_include)
             path = write_run(out, suite, handle, args.backend, result, curve_of(args))
     except (TaskError, DataRootError, MissingResource, FileNotFoundError, OutputFolderError) as err:
         if debugging():
