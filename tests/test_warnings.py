@@ -82,12 +82,6 @@ def test_make_train_and_its_evaluation_warn_no_deprecation(make_train_run):
     assert deprecations == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="multiple-choice scoring (eaft.evaluate.lm._shared_batch) reads the model output's deprecated "
-    "`past_key_values` (transformers 5: `cache`); that function is being rewritten under issue #25. Remove this "
-    "marker once it reads `cache`.",
-)
 def test_make_train_and_its_evaluation_log_no_library_deprecation(make_train_run):
     _, logged = make_train_run
     assert [m for m in logged if "deprecated" in m] == []

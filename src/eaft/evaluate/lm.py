@@ -277,7 +277,7 @@ def _shared_batch(
     width = inputs["attention_mask"].shape[1]
     rest: dict[tuple[int, int], float] = {}
     for part in _length_batches([width + len(c) - 1 for _, _, c in rows], budget):
-        rest.update(_rest_logprobs(model, first.past_key_values, inputs["attention_mask"], [rows[i] for i in part]))
+        rest.update(_rest_logprobs(model, _output_cache(first), inputs["attention_mask"], [rows[i] for i in part]))
     return [
         [float(first_logp[b, j]) + rest.get((b, j), 0.0) for j in range(len(conts))]
         for b, (_, conts) in enumerate(groups)
@@ -319,6 +319,11 @@ def _rest_logprobs(
     for b, j, c in rows:
         out[(b, j)], start = float(logp[start : start + len(c) - 1].sum()), start + len(c) - 1
     return out
+
+
+def _output_cache(output: Any) -> Any:
+    """A forward pass's KV cache: `cache` in recent transformers (reading `past_key_values` warns there)."""
+    return output["cache"] if "cache" in output else output.past_key_values
 
 
 def _cache_kwarg(model: Any) -> str:
