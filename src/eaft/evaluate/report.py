@@ -307,7 +307,8 @@ def write_report(
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`eaft report`'s arguments (tests/test_docs.py checks the documented command lines against them)."""
     parser = argparse.ArgumentParser(prog="eaft report", description="The forgetting table of eval runs vs a base.")
     parser.add_argument("runs", nargs="+", help="run directories written by `eaft eval`")
     parser.add_argument("--base", default=None, help="the base model's run directory (default: the first run)")
@@ -324,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a task run unlike the base's (data, limit, prompt, scoring, few-shot, backend) is left out of the Δ "
         "and marked, instead of refused",
     )
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     base = args.base or args.runs[0]
     try:
         table = write_report(

@@ -180,7 +180,8 @@ def default_out(suite: Suite, model: str | None, adapter: str | None) -> Path:
     return Path("eval_runs") / f"{suite.name}-{label}"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """`eaft eval`'s flags (tests/test_docs.py checks the documented command lines against them)."""
     parser = argparse.ArgumentParser(prog="eaft eval", description="Score a model (and adapter) on a task suite.")
     parser.add_argument("--model", default=None, help="HF folder or hub id; omitted/'default' = SmolLM2-135M-Instruct")
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder applied on top of --model")
@@ -210,7 +211,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     curve.add_argument("--series", default=None, help="the training run this model is a checkpoint of")
     curve.add_argument("--step", type=int, default=None, help="its optimizer step (the base model is step 0)")
     curve.add_argument("--family", default=None, help="runs that differ only in seed share a family (default: series)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def curve_of(args: argparse.Namespace) -> dict[str, Any] | None:

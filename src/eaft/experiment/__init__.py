@@ -72,7 +72,8 @@ __all__ = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`eaft experiment`'s arguments (tests/test_docs.py checks the documented command lines against them)."""
     from eaft.shipped import shipped_names
 
     parser = argparse.ArgumentParser(prog="eaft experiment", description=__doc__.splitlines()[0])
@@ -86,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rerun", action="append", default=[], metavar="NAME", help="discard run NAME's results and train it again"
     )
     add_data_root_flag(parser)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         use_data_root(args.data_root)  # EAFT_DATA: the training and evaluation steps inherit it
         experiment = load_experiment(args.experiment)
