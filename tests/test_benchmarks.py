@@ -1,4 +1,4 @@
-"""The benchmark scripts' own logic (their figures live in the README, never in a test)."""
+"""The benchmark scripts' own logic (their figures live in docs/, never in a test)."""
 
 from __future__ import annotations
 

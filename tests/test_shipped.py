@@ -1,4 +1,4 @@
-"""The shipped example files (`eaft.shipped`): one source, configs/, reached by name or by its README paths from any
+"""The shipped example files (`eaft.shipped`): one source, configs/, reached by name or by its docs' paths from any
 folder, and copied whole into a wheel."""
 
 from __future__ import annotations

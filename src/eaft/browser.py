@@ -1,6 +1,6 @@
 """Headless Chromium for the HTML reports' checks: the DOM after the page's scripts ran, and screenshots.
 
-eaft never needs a browser to write a page; tests, benchmarks/html_load.py and the README screenshot use this.
+eaft never needs a browser to write a page; tests, benchmarks/html_load.py and docs/analyze.md's screenshot use this.
 Debian's `chromium` package provides /usr/bin/chromium (`apt-get install -y chromium`).
 """
 

@@ -55,7 +55,7 @@ def find_data_root() -> Path:
     tried = ", ".join(dict.fromkeys(str(c) for c in candidates))
     raise DataRootError(
         f"no data root: set {ENV}=DIR or pass --data-root DIR, the folder of benchmark files (arc/, gsm8k/, mmlu/, "
-        f"bfcl_v3/, ...; see the README's Benchmark data); the default ../shared/data is not there ({tried})"
+        f"bfcl_v3/, ...; see docs/evaluation.md, Benchmark data); the default ../shared/data is not there ({tried})"
     )
 
 

@@ -7,7 +7,7 @@ editable install and a wheel read the same files (`tests/test_shipped.py` builds
 A command's file argument is found in this order:
 1. the path as given, when it exists;
 2. a relative path under `configs/` that does not exist from the working directory: the shipped copy (so the
-   README's `configs/...` examples also run from a wheel installed anywhere; the log names the copy used);
+   docs' `configs/...` examples also run from a wheel installed anywhere; the log names the copy used);
 3. a bare name (no folder, with or without `.yaml`): `configs/<kind>/<name>.yaml`, e.g. `eaft eval --suite quick`,
    `eaft train sft`, `eaft experiment smollm2_gsm8k_cpu`.
 Anything else is returned unchanged, for the caller to report as missing (with the shipped names listed).

@@ -1,7 +1,7 @@
 """The real check: SmolLM2-135M-Instruct (the embedded default) on 100 ARC-Easy items is above chance (25%).
 
 Measured on this project's CPU machine (fp32, per-character scoring reported): acc_per_char 40, acc_raw 46,
-acc_per_token 50 — see the README's Evaluation section for the command.
+acc_per_token 50 — see docs/evaluation.md for the command.
 """
 
 from __future__ import annotations

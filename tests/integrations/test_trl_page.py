@@ -1,4 +1,4 @@
-"""The README's TRL section runs as written on a CPU, offline: its code block is taken from README.md and run with
+"""The TRL page (docs/trl.md) runs as written on a CPU, offline: its code block is taken from the page and run with
 one change, the embedded default model replaced by a tiny stand-in with SmolLM2's chat template; the loss it trains
 covers the assistant tokens (and their <|im_end|>) and nothing else, exactly `eaft train`'s labels."""
 
@@ -18,14 +18,12 @@ from eaft.data.training_template import training_chat_template  # noqa: E402
 from eaft.integrations.trl import EaftSFTTrainer  # noqa: E402
 from tests.train.tiny import SMOLLM2_CHATML, build_model, build_tokenizer  # noqa: E402
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TRL_PAGE = Path(__file__).resolve().parents[2] / "docs" / "trl.md"
 
 
-def trl_snippet(readme: str) -> str:
-    """The first python code block of the README's `### TRL` section."""
-    section = readme[readme.index("\n### TRL\n") :]
-    section = section[: section.index("\n### ", 1)]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def trl_snippet(page: str) -> str:
+    """The first python code block of the TRL page."""
+    return re.search(r"```python\n(.*?)```", page, re.S).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +56,7 @@ def run_snippet(code: str, stand_in: Path, tmp_path, monkeypatch) -> tuple[dict,
     namespace: dict = {"__name__": "readme_trl"}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        exec(compile(code, f"{README}:TRL", "exec"), namespace)  # noqa: S102 - the README's own code
+        exec(compile(code, str(TRL_PAGE), "exec"), namespace)  # noqa: S102 - the page's own code
     return namespace, seen, caught
 
 
@@ -77,8 +75,8 @@ def assert_assistant_tokens_only(namespace: dict, seen: list) -> None:
         assert 0 < trained < len(key)  # the prompt and system turns are not trained
 
 
-def test_the_readme_trl_snippet_runs_and_trains_only_assistant_tokens(stand_in, tmp_path, monkeypatch):
-    code = trl_snippet(README.read_text(encoding="utf-8"))
+def test_the_trl_page_snippet_runs_and_trains_only_assistant_tokens(stand_in, tmp_path, monkeypatch):
+    code = trl_snippet(TRL_PAGE.read_text(encoding="utf-8"))
     namespace, seen, caught = run_snippet(code, stand_in, tmp_path, monkeypatch)
     trainer = namespace["trainer"]
     assert trainer.state.global_step == namespace["args"].max_steps
@@ -103,7 +101,7 @@ def test_the_readme_trl_snippet_runs_and_trains_only_assistant_tokens(stand_in, 
 )
 def test_the_check_fails_on_a_broken_snippet(stand_in, tmp_path, monkeypatch, line, failure):
     """The test above is not vacuous: the snippet without one of its CPU / assistant-only settings fails it."""
-    code = trl_snippet(README.read_text(encoding="utf-8"))
+    code = trl_snippet(TRL_PAGE.read_text(encoding="utf-8"))
     assert line in code
     broken = "\n".join(x for x in code.splitlines() if not x.startswith(line))
     with pytest.raises(failure):

@@ -157,7 +157,7 @@ def advise(summary: dict[str, Any], regime_map: dict[str, Any] | None = None) ->
     head, rows = _table(m, [r for r in (below, above) if r is not None])
     closing = [
         f"This is evidence from the project's own runs{setting} on {len(shares)} regime{'s' * (len(shares) > 1)}, "
-        "not a promise: another model, data set, learning rate or budget may behave otherwise. The whole map: the "
-        "README's section 'When does EAFT help?'."
+        "not a promise: another model, data set, learning rate or budget may behave otherwise. The whole map: "
+        "docs/experiments.md, 'When does EAFT help? The regime map'."
     ]
     return Advice(paragraphs, head, rows, closing)
