@@ -1,8 +1,8 @@
 """Checks that keep README.md and docs/ true to the repository: relative links and images resolve (files, and
-`#anchors` against the target's headings as GitHub slugs them), and every `eaft ...` command line quoted in a code
+`#anchors` against the target's headings as GitHub slugs them); every `eaft ...` command line quoted in a code
 block names a real command, real flags (each command's own argparse parser) and, for `eaft train`, real config
-keys. Each check returns problems as `file:line: what`; tests/test_docs.py runs them on the docs and on broken
-fixtures."""
+keys; repository paths quoted in the prose exist. Each check returns problems as `file:line: what`;
+tests/test_docs.py runs them on the docs and on broken fixtures."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 # [text](target) and ![alt](target); the text may hold one level of brackets and span lines
 LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
+REPO_PATH = re.compile(r"`((?:src|tests|benchmarks|configs|scripts|docs)/[^`\s]*)`")
 NOT_SHELL = {"python", "py", "yaml", "yml", "json", "toml", "jinja", "html", "text"}  # "text": output, trees
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", "(", ")", ";;"}
 REDIRECTS = {">", ">>", "<", "<<", ">&", "<&", "&>"}
@@ -105,6 +106,20 @@ def link_problems(path: Path, root: Path = REPO) -> list[str]:
             problems.append(f"{where}: {target!r}: no heading of {resolved.name} has the anchor #{anchor}")
         elif anchor and resolved.suffix != ".md":
             problems.append(f"{where}: {target!r}: an anchor into a file that is not Markdown")
+    return problems
+
+
+def path_problems(path: Path, root: Path = REPO) -> list[str]:
+    """Repository paths quoted in the prose (`src/...`, `tests/...`, `configs/...`, ...) that do not exist; a path
+    with a placeholder (`<run>`, `*`, `...`) is not checked, a test id (`file.py::test`) is checked as its file."""
+    prose, _ = split_markdown(path.read_text(encoding="utf-8"))
+    problems = []
+    for match in REPO_PATH.finditer(prose):
+        quoted = match.group(1).split("::")[0]
+        if any(mark in quoted for mark in ("<", "*", "{", "...")) or (REPO / quoted).exists():
+            continue
+        line = prose.count("\n", 0, match.start()) + 1
+        problems.append(f"{path.relative_to(root)}:{line}: `{quoted}` is no file or folder of the repository")
     return problems
 
 

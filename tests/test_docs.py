@@ -16,6 +16,7 @@ from tests.docs_check import (
     doc_files,
     github_slug,
     link_problems,
+    path_problems,
     split_markdown,
 )
 
@@ -29,6 +30,10 @@ def test_the_docs_tree_is_read():
 
 def test_every_relative_link_and_image_resolves():
     assert [problem for path in doc_files() for problem in link_problems(path)] == []
+
+
+def test_every_repository_path_quoted_in_the_prose_exists():
+    assert [problem for path in doc_files() for problem in path_problems(path)] == []
 
 
 def test_every_quoted_eaft_command_names_real_commands_flags_and_keys():
@@ -65,15 +70,17 @@ def test_anchors_are_githubs(heading, slug):
 def test_the_checks_pass_a_good_fixture_and_read_its_commands():
     good = FIXTURES / "good.md"
     assert link_problems(good, FIXTURES) == [] and command_problems(good, FIXTURES) == []
+    assert path_problems(good, FIXTURES) == []
     _, blocks = split_markdown(good.read_text())
     commands = [(line, argv[0]) for block in blocks if block.lang == "bash" for line, argv in command_lines(block)]
-    assert commands == [(8, "train"), (9, "eval"), (11, "analyze"), (12, "experiment")]
+    assert commands == [(9, "train"), (10, "eval"), (12, "analyze"), (13, "experiment")]
 
 
 @pytest.mark.parametrize(
     ("fixture", "expected"),
     [
         ("broken_link.md", [r"broken_link.md:3: 'gone.md' names no file"]),
+        ("bad_path.md", [r"bad_path.md:3: `tests/integrations/test_readme_trl.py` is no file or folder"]),
         (
             "bad_anchor.md",
             [r"bad_anchor.md:3: .*no heading of target.md has the anchor", r"bad_anchor.md:3: '#no-such-part'"],
@@ -97,7 +104,7 @@ def test_the_checks_pass_a_good_fixture_and_read_its_commands():
 )
 def test_each_check_fails_on_a_broken_fixture(fixture, expected):
     path = FIXTURES / fixture
-    problems = link_problems(path, FIXTURES) + command_problems(path, FIXTURES)
+    problems = link_problems(path, FIXTURES) + command_problems(path, FIXTURES) + path_problems(path, FIXTURES)
     assert len(problems) == len(expected), problems
     for problem, pattern in zip(problems, expected, strict=True):
         assert re.search(pattern, problem), (pattern, problem)
