@@ -129,6 +129,28 @@ def test_bad_experiment_files_name_the_key(tmp_path, change, message):
         exp.load_experiment(path)
 
 
+@pytest.mark.parametrize("value", ["quick", "quick.yaml", "configs/suites/quick.yaml"])
+def test_a_shipped_suite_is_found_from_any_folder(tmp_path, monkeypatch, value):
+    """From a wheel there is no configs/ beside the experiment file: a shipped name or configs/ path still works,
+    a file beside the experiment wins, and an unknown name lists the shipped suites."""
+    from eaft.shipped import configs_dir
+
+    monkeypatch.chdir(tmp_path)
+    path = write_experiment(tmp_path, ["sft"])
+    spec = yaml.safe_load(path.read_text())
+    spec["suite"] = value
+    path.write_text(yaml.safe_dump(spec))
+    assert exp.load_experiment(path).suite == configs_dir() / "suites" / "quick.yaml"
+    (tmp_path / "quick.yaml").write_text((tmp_path / "suite.yaml").read_text())
+    spec["suite"] = "quick.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert exp.load_experiment(path).suite == tmp_path / "quick.yaml"
+    spec["suite"] = "no_such_suite"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(exp.ExperimentError, match="shipped suites: .*quick"):
+        exp.load_experiment(path)
+
+
 def test_validate_rejects_a_bad_objective_parameter(tmp_path):
     path = write_experiment(tmp_path, [{"objective": "eaft", "objective_args": {"alpah": 2}}])
     with pytest.raises(ValueError, match="alpha"):

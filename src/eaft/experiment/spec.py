@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from eaft.errors import UsageError
+from eaft.shipped import configs_dir, not_found_hint, shipped_path
 
 EXPERIMENT_KEYS = (
     "name",
@@ -113,6 +114,24 @@ def _train_base(value: Any, source: Path) -> dict[str, Any]:
         raise ExperimentError(f"{source}: train.base: {err}") from None
 
 
+def _suite_path(source: Path, value: str) -> Path:
+    """`suite:` relative to the experiment file; else a shipped suite by name (`quick`) or `configs/...` path."""
+    suite = source.parent / value
+    if suite.is_file():
+        return suite
+    name = Path(value)
+    shipped = shipped_path(name) if name.parts and name.parts[0] == "configs" else None
+    if shipped is None and len(name.parts) == 1 and name.suffix in ("", ".yaml"):
+        candidate = configs_dir() / "suites" / f"{name.stem}.yaml"
+        shipped = candidate if candidate.is_file() else None
+    if shipped is None or not shipped.is_file():
+        raise ExperimentError(
+            f"{source}: suite {value!r} not found at {suite} (relative to the experiment file)"
+            f"{not_found_hint('suites')}"
+        )
+    return shipped
+
+
 def _run_spec(entry: Any, index: int, train: dict[str, Any], out: Path, source: Path) -> RunSpec:
     where = f"{source}: runs[{index}]"
     entry = {"objective": entry} if isinstance(entry, str) else _mapping(entry, where)
@@ -151,9 +170,7 @@ def load_experiment(path: str | Path) -> Experiment:
     names = [r.name for r in runs]
     if len(set(names)) != len(names) or "base" in names:
         raise ExperimentError(f"{source}: run names must be unique and not 'base', got {names}")
-    suite = source.parent / str(data["suite"])
-    if not suite.is_file():
-        raise ExperimentError(f"{source}: suite {data['suite']!r} not found at {suite}")
+    suite = _suite_path(source, str(data["suite"]))
     limit = data.get("eval_limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ExperimentError(f"{source}: eval_limit must be a positive integer, got {limit!r}")
