@@ -38,6 +38,7 @@ def set_summary(columns: dict[str, np.ndarray], th: Thresholds, objectives: Sequ
         gradient[name] = {
             "mean_norm": _mean(grad),
             "conflict_share_of_norm": float(grad[conflicts].sum() / total) if total > 0 else 0.0,
+            "fixed_conflict_share_of_norm": float(grad[fixed].sum() / total) if total > 0 else 0.0,
         }
     return {
         "sequences": sequences,
@@ -180,6 +181,10 @@ def figure_rows(summary: dict, sets: list[str]) -> list[tuple[str, list[str]]]:
         row(
             f"`{name}`: share of gradient norm in the conflict region",
             lambda s, n=name: s["gradient"][n]["conflict_share_of_norm"],
+        )
+        row(
+            f"`{name}`: share of gradient norm at fixed H̃ < {CONFLICT_ENTROPY}, p < {CONFLICT_PROB}",
+            lambda s, n=name: s["gradient"][n]["fixed_conflict_share_of_norm"],
         )
     return rows
 
