@@ -411,3 +411,38 @@ def test_a_second_runner_on_the_same_experiment_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+#: The regime map's experiments (issue 24): rows each reads besides the baseline's 400 GSM8K rows.
+REGIME_EXTRA_ROWS = {
+    "regime_pubmedqa.yaml": 400,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGIME_EXTRA_ROWS))
+def test_regime_experiments_read_their_shipped_rows(name, monkeypatch):
+    """The conflict and PubMedQA rows the regime files name exist in the repository, in the numbers intended."""
+    from eaft.data.sources import load_dataset_conversations
+
+    monkeypatch.chdir(REPO)
+    config = exp.load_experiment(Path("configs/experiments") / name).runs[0].config
+    shipped = [part for part in config["dataset"].split(",") if part != "gsm8k_train"]
+    rows = load_dataset_conversations(
+        ",".join(shipped), dataset_dir=config["dataset_dir"], max_samples=config["max_samples"]
+    )
+    assert len(rows) == REGIME_EXTRA_ROWS[name]
+    assert all(conv[-1]["role"] == "assistant" and conv[-1]["content"].strip() for conv in rows)
+    assert ("gsm8k_train" in config["dataset"]) == name.startswith("regime_conflict")
+
+
+def test_pubmedqa_target_is_the_shipped_official_test_rows(monkeypatch):
+    from eaft.evaluate.suite import load_suite
+
+    monkeypatch.chdir(REPO)
+    suite = load_suite(Path("configs/suites/pubmedqa_frontier.yaml"))
+    (target,) = suite.group("target")
+    rows = [json.loads(line) for line in target.path.read_text(encoding="utf-8").split("\n") if line]
+    assert target.name == "pubmedqa_fit" and len(rows) == 40 and all(r["long_answer"] and r["question"] for r in rows)
+    train = REPO / "configs/experiments/data/regimes/pubmedqa_train.jsonl"
+    train_ids = {json.loads(line)["id"] for line in train.read_text(encoding="utf-8").split("\n") if line}
+    assert not train_ids & {r["id"] for r in rows}  # no test question is trained on
