@@ -415,6 +415,9 @@ def test_a_second_runner_on_the_same_experiment_is_refused(tmp_path, capsys):
 
 #: The regime map's experiments (issue 24): rows each reads besides the baseline's 400 GSM8K rows.
 REGIME_EXTRA_ROWS = {
+    "regime_conflict_100.yaml": 100,
+    "regime_conflict_400.yaml": 400,
+    "regime_conflict_1200.yaml": 1200,
     "regime_pubmedqa.yaml": 400,
 }
 
