@@ -438,7 +438,8 @@ def test_regime_experiments_read_their_shipped_rows(name, monkeypatch):
     assert ("gsm8k_train" in config["dataset"]) == name.startswith("regime_conflict")
 
 
-def test_pubmedqa_target_is_the_shipped_official_test_rows(monkeypatch):
+def test_pubmedqa_target_is_the_shipped_official_test_rows(monkeypatch, stand_in_data_root):
+    """The target rows ship in the repository (the general tasks' data root is a stand-in: not read here)."""
     from eaft.evaluate.suite import load_suite
 
     monkeypatch.chdir(REPO)
