@@ -43,6 +43,12 @@ def find_shipped(value: str | Path, kind: str) -> Path:
     path = Path(value).expanduser()
     if path.exists():
         return path
+    return shipped_file(path, kind) or path
+
+
+def shipped_file(value: str | Path, kind: str) -> Path | None:
+    """The shipped file a `configs/...` path or a bare name of `kind` names (steps 2 and 3 above), if any."""
+    path = Path(value)
     under = shipped_path(path)
     if under is not None:
         return under
@@ -50,7 +56,7 @@ def find_shipped(value: str | Path, kind: str) -> Path:
         candidate = configs_dir() / kind / f"{path.stem}.yaml"
         if candidate.is_file():
             return candidate
-    return path
+    return None
 
 
 def shipped_path(path: str | Path) -> Path | None:

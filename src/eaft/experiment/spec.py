@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from eaft.errors import UsageError
-from eaft.shipped import configs_dir, not_found_hint, shipped_path
+from eaft.shipped import not_found_hint, shipped_file
 
 EXPERIMENT_KEYS = (
     "name",
@@ -119,11 +119,7 @@ def _suite_path(source: Path, value: str) -> Path:
     suite = source.parent / value
     if suite.is_file():
         return suite
-    name = Path(value)
-    shipped = shipped_path(name) if name.parts and name.parts[0] == "configs" else None
-    if shipped is None and len(name.parts) == 1 and name.suffix in ("", ".yaml"):
-        candidate = configs_dir() / "suites" / f"{name.stem}.yaml"
-        shipped = candidate if candidate.is_file() else None
+    shipped = shipped_file(value, "suites")
     if shipped is None or not shipped.is_file():
         raise ExperimentError(
             f"{source}: suite {value!r} not found at {suite} (relative to the experiment file)"
