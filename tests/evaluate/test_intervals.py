@@ -1,5 +1,6 @@
 """The paired bootstrap behind the frontier's and the report's 95% intervals, on hand-made evaluations whose right
-verdict is known: a clear winner; seeds that disagree while items agree; items that disagree while seeds agree."""
+verdict is known: a clear winner; seeds that disagree while items agree; items that disagree while seeds agree;
+a family with one seed, whose verdict carries the caveat that its seed variation is not in the interval."""
 
 from __future__ import annotations
 
@@ -106,6 +107,23 @@ def test_items_that_disagree_while_seeds_agree_show_no_difference(tmp_path):
     assert got["delta"] == pytest.approx(2.0)
     assert got["ci"][0] < 0.0 < got["ci"][1] and got["ci"][1] - got["ci"][0] > 6.0
     assert got["verdict"].startswith("no difference shown")
+
+
+def test_a_one_seed_family_is_named_with_its_caveat(tmp_path):
+    # one seed of `single` gains 12 items: the items make it a winner, but the interval cannot hold the seed
+    # variation it did not run, and the verdict says so; a family with several seeds carries no such note
+    front = frontier_of(tmp_path, {"ref": [flips(0), flips(0)], "single": [flips(12)], "pair": [flips(12), flips(12)]})
+    single = at(front, 52.0, "single")["verdict"]
+    assert single.startswith("above by 12.00 (95% CI")
+    assert single.endswith("; one seed of single: the interval holds no seed-to-seed variation of single")
+    assert "one seed" not in at(front, 52.0, "pair")["verdict"]
+    lonely = frontier_of(tmp_path / "lonely", {"ref": [flips(0)], "single": [flips(12)]})
+    assert at(lonely, 52.0, "single")["verdict"].endswith(
+        "; one seed on each side: the interval holds no seed-to-seed variation"
+    )
+    assert (
+        "A family with one seed brings no seed-to-seed variation" in (tmp_path / "report" / "frontier.md").read_text()
+    )
 
 
 def test_levels_on_the_first_segment_are_marked(tmp_path):

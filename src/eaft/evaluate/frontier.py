@@ -210,7 +210,8 @@ def frontier_markdown(front: dict[str, Any]) -> str:
         f"the level (above = higher general score = less forgetting for the same learning), with a 95% interval "
         f"from a paired bootstrap ({intervals['resamples']} resamples of the evaluation items of every task, the "
         "same draw for every model, and of each family's seeds): 'no difference shown' where the interval covers "
-        "0, a winner named only where it does not."
+        "0, a winner named only where it does not. A family with one seed brings no seed-to-seed variation into "
+        "the interval (its verdicts say so): read them against the seed spread of the families that have several."
         if intervals
         else f"Seed spread = max − min over the seeds of a family; a gap no larger than the largest spread at a "
         f"level is 'within seed spread'. Verdicts compare each family with **{front['reference']}**."

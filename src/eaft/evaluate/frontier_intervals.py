@@ -114,7 +114,7 @@ def add_intervals(
                         values.append(crossing(x[rows], y[rows], entry["level"]))
                     picked = np.stack(values)[draws[family].T, np.arange(resamples)]  # [seeds, R]
                     family_values[family] = _nanmean(picked)
-            _family_intervals(entry, front["reference"], family_values)
+            _family_intervals(entry, front["reference"], family_values, {f: len(s) for f, s in families.items()})
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
@@ -126,7 +126,20 @@ def _nanmean(values: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / counts, np.nan)
 
 
-def _family_intervals(entry: dict[str, Any], reference: str, values: dict[str, np.ndarray]) -> None:
+def one_seed_note(family: str, reference: str, seeds: dict[str, int]) -> str:
+    """The caveat of a comparison in which a side has one seed: the bootstrap can resample only what was run, so
+    that side's seed-to-seed variation (often larger than the item noise) is not in the interval."""
+    single = [name for name in (family, reference) if seeds.get(name, 0) == 1]
+    if not single:
+        return ""
+    if len(single) == 2:
+        return "; one seed on each side: the interval holds no seed-to-seed variation"
+    return f"; one seed of {single[0]}: the interval holds no seed-to-seed variation of {single[0]}"
+
+
+def _family_intervals(
+    entry: dict[str, Any], reference: str, values: dict[str, np.ndarray], seeds: dict[str, int]
+) -> None:
     ref_stat = entry["families"].get(reference) or {}
     for family, stat in entry["families"].items():
         if family == reference or stat["mean"] is None or ref_stat.get("mean") is None:
@@ -141,4 +154,4 @@ def _family_intervals(entry: dict[str, Any], reference: str, values: dict[str, n
         if ci is None:  # no items to resample (no samples, or scores they do not give back): the seed spread
             entry["verdicts"][family] += "; no per-item interval (the samples do not give the scores back)"
         else:
-            entry["verdicts"][family] = verdict(delta, ci, reached)
+            entry["verdicts"][family] = verdict(delta, ci, reached) + one_seed_note(family, reference, seeds)
