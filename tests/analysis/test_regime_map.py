@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eaft.analysis.regime_map import MapError, MapSpec, RegimeSource, build_map, load_spec, write_map
-from eaft.analysis.regime_map_report import map_markdown
+from eaft.analysis.regime_map_report import map_markdown, reach_label
 from tests.analysis.regime_fixtures import frontier, summary, write_regime
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "regime_map.py"
@@ -178,3 +178,11 @@ def test_the_shipped_map_yaml_is_valid():
     spec = load_spec(path)
     assert spec.package and spec.reference == "sft" and spec.fractions == [0.4, 0.8]
     assert spec.out == path.parent and spec.regimes[0].frontier.name == "report"
+
+
+def test_a_level_reached_in_few_resamples_is_labelled_in_the_figure():
+    # the figure prints the reach share beside a point only where the difference rests on part of the resamples
+    assert reach_label({"reached": 0.62}) == "62%"
+    assert reach_label({"reached": 0.949}) == "95%"  # printed rounded, but still under the 95% the verdicts use
+    assert reach_label({"reached": 0.95}) is None and reach_label({"reached": 1.0}) is None
+    assert reach_label({"reached": None}) is None and reach_label({}) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from eaft.evaluate.intervals import LEVEL as REACHED_LEVEL
 from eaft.io import save_figure
 from eaft.objectives.loss import CONFLICT_ENTROPY, CONFLICT_PROB
 
@@ -112,6 +113,13 @@ def _points(m: dict[str, Any], measure: str) -> list[dict[str, Any]]:
     return out
 
 
+def reach_label(comparison: dict[str, Any]) -> str | None:
+    """The share of resamples in which both curves reach the level, as the figure prints it beside a point, where
+    it is under 95% (the difference then rests on the seeds and items that reach it); None otherwise."""
+    reached = comparison.get("reached")
+    return None if reached is None or reached >= REACHED_LEVEL else f"{100 * reached:.0f}%"
+
+
 def _panel(ax: Any, m: dict[str, Any], measure: str, style: dict[str, Any]) -> None:
     """One measure's differences against the dose; `style`: colours, markers, series order and x offset unit."""
     series = style["series"]
@@ -123,6 +131,9 @@ def _panel(ax: Any, m: dict[str, Any], measure: str, style: dict[str, Any]) -> N
         fill = "white" if p["first_segment"] else colour
         ax.errorbar(x, p["delta"], yerr=yerr, fmt=style["markers"][p["fraction"]], ms=5, capsize=2, lw=1,
                     color=colour, mfc=fill)  # fmt: skip
+        label = reach_label(p)
+        if label:
+            ax.annotate(label, (x, p["delta"]), xytext=(4, 2), textcoords="offset points", fontsize=6, color=colour)
     ax.axhline(0.0, color="0.4", lw=0.8)
     for r in m["regimes"]:
         x = 100 * r["dose"]["sft_gradient_share"]
@@ -158,12 +169,13 @@ def map_png(m: dict[str, Any], path: str | Path) -> Path:
         label = f"{family} − {m['reference']}, {level_label(fraction)} of the learning"
         axes[0, 0].plot([], [], style["markers"][fraction], color=style["colours"][family], label=label)
     columns = min(4, len(style["series"]))
-    fig.legend(loc="lower center", bbox_to_anchor=(0.5, 0.04), ncol=columns, fontsize=8, frameon=False)
+    fig.legend(loc="lower center", bbox_to_anchor=(0.5, 0.06), ncol=columns, fontsize=8, frameon=False)
     note = (
         "hollow: read off a run's first evaluated segment (†); no bar: no interval; a level a family does not reach "
-        "has no point (map.md says 'not reached')"
+        "has no point (map.md says 'not reached');\na percentage beside a point: the share of resamples in which "
+        "the level is reached, where under 95%"
     )
     fig.text(0.5, 0.01, note, ha="center", fontsize=7, color="0.3")
-    fig.tight_layout(rect=(0, 0.12 + 0.04 * (len(style["series"]) > 4), 1, 1))
+    fig.tight_layout(rect=(0, 0.14 + 0.04 * (len(style["series"]) > 4), 1, 1))
     save_figure(fig, path, dpi=110)
     return Path(path)
