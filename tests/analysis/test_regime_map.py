@@ -180,9 +180,11 @@ def test_the_shipped_map_yaml_is_valid():
     assert spec.out == path.parent and spec.regimes[0].frontier.name == "report"
 
 
-def test_a_level_reached_in_few_resamples_is_labelled_in_the_figure():
+def test_a_level_reached_in_few_resamples_is_labelled_in_the_figure(regimes):
     # the figure prints the reach share beside a point only where the difference rests on part of the resamples
-    assert reach_label({"reached": 0.62}) == "62%"
-    assert reach_label({"reached": 0.949}) == "95%"  # printed rounded, but still under the 95% the verdicts use
-    assert reach_label({"reached": 0.95}) is None and reach_label({"reached": 1.0}) is None
-    assert reach_label({"reached": None}) is None and reach_label({}) is None
+    assert reach_label({"reached": 0.62}, 0.95) == "62%"
+    assert reach_label({"reached": 0.949}, 0.95) == "95%"  # printed rounded, but still under the intervals' 95%
+    assert reach_label({"reached": 0.95}, 0.95) is None and reach_label({"reached": 1.0}, 0.95) is None
+    assert reach_label({"reached": None}, 0.95) is None and reach_label({}, 0.95) is None
+    # the level is the frontier's own interval level, carried into the map
+    assert {r["interval_level"] for r in build_map(MapSpec(regimes))["regimes"]} == {0.95}

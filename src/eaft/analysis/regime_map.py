@@ -236,7 +236,8 @@ def read_frontier(source: RegimeSource, spec: MapSpec) -> dict[str, Any]:
         f: sorted(s for s, c in front["curves"].items() if c["family"] == f) for f in [spec.reference, *spec.compare]
     }
     target = {"name": front.get("target"), "base": base, "top": front["levels"][-1]}
-    return {"target": target, "levels": levels, "seeds": seeds, "comparisons": comparisons}
+    level = float(front["intervals"]["level"])  # the intervals' coverage; a level reached less often is flagged
+    return {"target": target, "levels": levels, "seeds": seeds, "interval_level": level, "comparisons": comparisons}
 
 
 def build_map(spec: MapSpec) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from eaft.evaluate.intervals import LEVEL as REACHED_LEVEL
 from eaft.io import save_figure
 from eaft.objectives.loss import CONFLICT_ENTROPY, CONFLICT_PROB
 
@@ -109,15 +108,16 @@ def _points(m: dict[str, Any], measure: str) -> list[dict[str, Any]]:
             for fraction, c in zip(m["fractions"], r["comparisons"][measure][family], strict=True):
                 if c["delta"] is not None:
                     x = r["dose"]["sft_gradient_share"]
-                    out.append({"x": x, "family": family, "fraction": fraction, **c})
+                    out.append({"x": x, "family": family, "fraction": fraction, "level": r["interval_level"], **c})
     return out
 
 
-def reach_label(comparison: dict[str, Any]) -> str | None:
+def reach_label(comparison: dict[str, Any], level: float) -> str | None:
     """The share of resamples in which both curves reach the level, as the figure prints it beside a point, where
-    it is under 95% (the difference then rests on the seeds and items that reach it); None otherwise."""
+    it is under the intervals' `level` (0.95: the difference then rests on the seeds and items that reach it, and
+    the frontier's verdict says so); None otherwise."""
     reached = comparison.get("reached")
-    return None if reached is None or reached >= REACHED_LEVEL else f"{100 * reached:.0f}%"
+    return None if reached is None or reached >= level else f"{100 * reached:.0f}%"
 
 
 def _panel(ax: Any, m: dict[str, Any], measure: str, style: dict[str, Any]) -> None:
@@ -131,7 +131,7 @@ def _panel(ax: Any, m: dict[str, Any], measure: str, style: dict[str, Any]) -> N
         fill = "white" if p["first_segment"] else colour
         ax.errorbar(x, p["delta"], yerr=yerr, fmt=style["markers"][p["fraction"]], ms=5, capsize=2, lw=1,
                     color=colour, mfc=fill)  # fmt: skip
-        label = reach_label(p)
+        label = reach_label(p, p["level"])
         if label:
             ax.annotate(label, (x, p["delta"]), xytext=(4, 2), textcoords="offset points", fontsize=6, color=colour)
     ax.axhline(0.0, color="0.4", lw=0.8)
