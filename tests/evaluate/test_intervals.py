@@ -170,3 +170,11 @@ def test_item_score_kinds_and_the_percentile_interval():
     assert groups.score(weights) == pytest.approx([75, 100])
     assert interval(np.arange(1001.0)) == pytest.approx((25.0, 975.0))
     assert interval(np.array([np.nan])) is None
+
+
+def test_verdict_bounds_never_round_to_a_zero_that_contradicts_them():
+    # an interval that just excludes 0 shows its end, not '-0.00'; ends that are 0 or clear of it keep 2 decimals
+    assert verdict(-2.66, (-5.21, -0.0004)) == "below by 2.66 (95% CI -5.21 to -0.0004)"
+    assert verdict(0.5, (0.003, 1.2)) == "above by 0.50 (95% CI +0.003 to +1.20)"
+    assert verdict(0.0, (-0.0, 0.0)).startswith("no difference shown (+0.00, 95% CI -0.00 to +0.00)")
+    assert verdict(1.0, (-1.0, 2.0)) == "no difference shown (+1.00, 95% CI -1.00 to +2.00)"

@@ -130,16 +130,24 @@ def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float] | 
     return float(low), float(high)
 
 
+def _bound(value: float) -> str:
+    """An interval end to two decimals, or to the first significant digit where two decimals would round a
+    non-zero end to ±0.00 (so '-0.00' never ends an interval that excludes 0)."""
+    if value == 0.0 or abs(value) >= 0.005:
+        return f"{value:+.2f}"
+    return f"{value:+.1g}"
+
+
 def verdict(delta: float, ci: tuple[float, float] | None, reached: float = 1.0) -> str:
     """'above by …' / 'below by …' where the interval excludes 0, else 'no difference shown'."""
     if ci is None:
         return f"{delta:+.2f} (no interval: the per-item samples do not give this score back)"
     low, high = ci
-    span = f"95% CI {low:+.2f} to {high:+.2f}"
+    span = f"95% CI {_bound(low)} to {_bound(high)}"
     if low <= 0.0 <= high:
         text = f"no difference shown ({delta:+.2f}, {span})"
-    else:
-        text = f"{'above' if delta > 0 else 'below'} by {abs(delta):.2f} ({span})"
+    else:  # the side is the interval's: it excludes 0 there, whatever the rounding of the point estimate
+        text = f"{'above' if low > 0.0 else 'below'} by {abs(delta):.2f} ({span})"
     if reached < LEVEL:
         text += f"; the level is reached in only {100 * reached:.0f}% of resamples"
     return text
