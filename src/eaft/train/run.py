@@ -38,15 +38,20 @@ logger = logging.getLogger(__name__)
 LLAMAFACTORY_DATA_KEYS = ("template", "val_size", "cutoff_len", "packing", "default_system", "enable_thinking")
 
 
-def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list[dict], list[dict]]:
-    args = config.eaft
-    conversations = load_dataset_conversations(
+def load_conversations(args: Any) -> list:
+    """The configured data set's conversations, as `eaft train` reads them (`args`: a TrainConfig's `eaft`)."""
+    return load_dataset_conversations(
         args.dataset,
         data_format=args.data_format,
         dataset_dir=args.dataset_dir,
         max_samples=args.max_samples,
         compat=args.compat,
     )
+
+
+def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list[dict], list[dict]]:
+    args = config.eaft
+    conversations = load_conversations(args)
     if args.compat == "llamafactory":
         return llamafactory_examples(
             tokenizer,
