@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from eaft.evaluate.intervals import RESAMPLES, SEED, ItemScores, draw_weights, interval, item_scores, verdict
+from eaft.evaluate.intervals import LEVEL, RESAMPLES, SEED, ItemScores, draw_weights, interval, item_scores, verdict
 
 GENERAL_AVG = "general avg"
 TARGET_AVG = "target avg"
@@ -96,7 +96,7 @@ def add_intervals(
     position = {key: i for i, key in enumerate(order)}
     scores = resampled_scores(evaluations, sorted(set(targets + general + extra)), resamples, rng)
     x = _measure(scores, targets)
-    front["intervals"] = {"resamples": resamples, "level": 0.95, "seed": seed, "tasks": sorted(scores)}
+    front["intervals"] = {"resamples": resamples, "level": LEVEL, "seed": seed, "tasks": sorted(scores)}
     families: dict[str, list[str]] = {}
     for series, curve in front["curves"].items():
         families.setdefault(curve["family"], []).append(series)
