@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eaft.analysis.regime_map import MapError, MapSpec, RegimeSource, build_map, load_spec, write_map
-from eaft.analysis.regime_map_report import map_markdown, reach_label
+from eaft.analysis.regime_map_report import _dose_axis, _spread, map_markdown, map_png, reach_label
 from tests.analysis.regime_fixtures import frontier, summary, write_regime
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "regime_map.py"
@@ -188,3 +188,24 @@ def test_a_level_reached_in_few_resamples_is_labelled_in_the_figure(regimes):
     assert reach_label({"reached": None}, 0.95) is None and reach_label({}, 0.95) is None
     # the level is the frontier's own interval level, carried into the map
     assert {r["interval_level"] for r in build_map(MapSpec(regimes))["regimes"]} == {0.95}
+
+
+def test_the_dose_axis_is_logarithmic_unless_a_regime_has_no_conflicts():
+    # doses from ~1% to ~30%: equal ratios get equal room, and a regime's points are spread by one factor
+    style = _dose_axis([1.4, 2.9, 12.1])
+    assert style["log"] and style["xlim"][0] < 1.4 and style["xlim"][1] > 12.1
+    assert _spread(10.0, 0, style) == 10.0
+    assert _spread(10.0, 1, style) / 10.0 == pytest.approx(10.0 / _spread(10.0, -1, style))
+    assert _spread(1.0, 1, style) / 1.0 == pytest.approx(_spread(10.0, 1, style) / 10.0)
+    # a regime without conflicts has no place on a log axis: linear, spread in share points
+    style = _dose_axis([0.0, 2.9, 12.1])
+    assert not style["log"]
+    step = _spread(5.0, 1, style) - 5.0
+    assert step > 0 and 5.0 - _spread(5.0, -1, style) == pytest.approx(step)
+
+
+def test_the_figure_is_drawn_for_both_axes(regimes, tmp_path):
+    m = build_map(MapSpec(regimes))
+    assert map_png(m, tmp_path / "log.png").read_bytes()[:4] == b"\x89PNG"
+    m["regimes"][0]["dose"]["sft_gradient_share"] = 0.0
+    assert map_png(m, tmp_path / "linear.png").read_bytes()[:4] == b"\x89PNG"

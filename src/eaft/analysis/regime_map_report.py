@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -120,27 +121,54 @@ def reach_label(comparison: dict[str, Any], level: float) -> str | None:
     return None if reached is None or reached >= level else f"{100 * reached:.0f}%"
 
 
+def _dose_axis(xs: list[float]) -> dict[str, Any]:
+    """The x axis of the map: logarithmic where every dose is positive (a dose is a share, and the measured ones
+    span an order of magnitude, so equal ratios get equal room), each regime's points spread by one factor, the
+    axis padded by a factor 1.45 each side; linear, spread in share points, otherwise (a regime without conflicts)."""
+    if min(xs) > 0:
+        return {"log": True, "offset": 0.035, "xlim": (min(xs) / 1.45, max(xs) * 1.45)}
+    return {"log": False, "offset": 0.012 * ((max(xs) - min(xs)) or max(xs) or 1.0)}
+
+
+def _spread(x: float, k: float, style: dict[str, Any]) -> float:
+    """The plotted x of the k-th series (centred on 0) of a regime at dose x (percent)."""
+    return x * math.exp(k * style["offset"]) if style["log"] else x + k * style["offset"]
+
+
 def _panel(ax: Any, m: dict[str, Any], measure: str, style: dict[str, Any]) -> None:
     """One measure's differences against the dose; `style`: colours, markers, series order and x offset unit."""
     series = style["series"]
     for p in _points(m, measure):
         k = series.index((p["family"], p["fraction"]))
-        x = 100 * p["x"] + (k - (len(series) - 1) / 2) * style["offset"]
+        x = _spread(100 * p["x"], k - (len(series) - 1) / 2, style)
         yerr = None if p["ci"] is None else [[p["delta"] - p["ci"][0]], [p["ci"][1] - p["delta"]]]
         colour = style["colours"][p["family"]]
         fill = "white" if p["first_segment"] else colour
         ax.errorbar(x, p["delta"], yerr=yerr, fmt=style["markers"][p["fraction"]], ms=5, capsize=2, lw=1,
                     color=colour, mfc=fill)  # fmt: skip
         label = reach_label(p, p["level"])
-        if label:
-            ax.annotate(label, (x, p["delta"]), xytext=(4, 2), textcoords="offset points", fontsize=6, color=colour)
+        if label:  # the left half of a regime's series labelled on the left, so neighbours do not overprint
+            left = k < len(series) / 2
+            ax.annotate(label, (x, p["delta"]), xytext=(-4 if left else 4, 2), textcoords="offset points",
+                        ha="right" if left else "left", fontsize=6, color=colour)  # fmt: skip
     ax.axhline(0.0, color="0.4", lw=0.8)
     for r in m["regimes"]:
         x = 100 * r["dose"]["sft_gradient_share"]
         ax.axvline(x, color="0.92", lw=0.6, zorder=0)
         ax.annotate(r["name"], (x, 1.0), xycoords=("data", "axes fraction"), fontsize=7, rotation=30, va="bottom")
     ax.set_title(f"{measure}: − {m['reference']} at matched learning, 95% CI", fontsize=9, pad=28)
-    ax.set_xlabel("sft's share of gradient norm on confident conflicts (%)", fontsize=8)
+    if style["log"]:
+        from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+        ax.set_xscale("log")
+        ax.set_xlim(style["xlim"])
+        ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if style["xlim"][0] <= t <= style["xlim"][1]]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(
+        "sft's share of gradient norm on confident conflicts (%" + (", log scale)" if style["log"] else ")"), fontsize=8
+    )
     ax.set_ylabel("difference (points; > 0: less forgetting)", fontsize=8)
     ax.tick_params(labelsize=7)
 
@@ -161,8 +189,8 @@ def map_png(m: dict[str, Any], path: str | Path) -> Path:
         "colours": {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(m["compare"])},
         "markers": dict(zip(m["fractions"], "os^Dv", strict=False)),
         "series": [(f, fr) for f in m["compare"] for fr in m["fractions"]],
-        "offset": 0.012 * ((max(xs) - min(xs)) or max(xs) or 1.0),
     }
+    style.update(_dose_axis(xs))
     for ax, measure in zip(axes[0], measures, strict=True):
         _panel(ax, m, measure, style)
     for family, fraction in style["series"]:
