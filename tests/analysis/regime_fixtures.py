@@ -90,8 +90,18 @@ def write_regime(root: Path, name: str, front: dict, summ: dict) -> tuple[Path, 
 def map_entry(name: str, share: float, eaft: list[str], sft_kl: list[str]) -> dict:
     """One regime of a hand-made map.json: its dose and the verdict texts at the two levels (both measures)."""
 
-    def comparisons(texts: list[str]) -> list[dict]:
-        return [{"verdict": t, "first_segment": False, "delta": 0.0, "ci": None, "status": "compared"} for t in texts]
+    def comparisons(texts: list[str]) -> list[dict]:  # an "above"/"below" verdict has an interval that excludes 0
+        ci = {"above": [0.5, 1.5], "below": [-1.5, -0.5]}
+        return [
+            {
+                "verdict": t,
+                "first_segment": False,
+                "delta": 0.0,
+                "ci": ci.get(t.split()[0], [-1.0, 1.0]),
+                "status": "compared",
+            }  # fmt: skip
+            for t in texts
+        ]
 
     return {
         "name": name,

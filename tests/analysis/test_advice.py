@@ -30,9 +30,26 @@ def test_data_between_two_regimes_names_both_and_their_verdicts():
     rows = [line for line in out.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == ["gsm8k", "gsm8k", "mix10", "mix10"]  # two measures each
     assert rows[0].endswith("| below by 1.15 (95% CI -2.0 to -0.3) | no difference shown (-0.4, x) | k1 | k2 |")
-    assert "mix30" not in out.split("There, each family")[1]  # only the neighbours are quoted
+    assert "mix30" not in out.split("There, each family")[1].split("Across the whole map")[0]  # the neighbours only
     assert "evidence from the project's own runs (SmolLM2-135M-Instruct, full fine-tuning, 24 steps)" in out
     assert "not a promise" in out
+
+
+def test_the_whole_maps_shown_differences_are_listed_in_dose_order():
+    # beyond the neighbours: every comparison whose interval excludes 0, anywhere on the map, and the count
+    out = text(advise(summary(0.05), hand_map([HIGH, LOW, MID])))
+    whole = out.split("Across the whole map, ")[1].split("\n")[0]
+    assert whole.startswith("8 of its 24 comparisons show a difference")  # 3 regimes x 2 measures x 2 families x 2
+    listed = whole.split(": ", 1)[1].split("; ")
+    assert listed[0] == "eaft − sft in `gsm8k`, general avg at 40%: below by 1.15 (95% CI -2.0 to -0.3)"
+    assert (
+        listed[-1]
+        == "eaft − sft in `mix30`, self_consistency at 80%: above by 3.0 (w). Every other one: no difference shown."
+    )
+    assert [x.split("`")[1] for x in listed] == ["gsm8k"] * 2 + ["mix10"] * 2 + ["mix30"] * 4
+    quiet = map_entry("quiet", 0.05, ["no difference shown (a)"] * 2, ["no difference shown (b)"] * 2)
+    out = text(advise(summary(0.05), hand_map([quiet])))
+    assert "none of its 8 comparisons shows a difference (every 95% interval covers 0)" in out
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,30 @@ def _table(m: dict[str, Any], regimes: list[dict[str, Any]]) -> tuple[list[str],
     return head, rows
 
 
+def _shown(m: dict[str, Any]) -> str:
+    """The whole map in one paragraph: which comparisons, in any regime, have an interval that excludes 0."""
+    shown, total = [], 0
+    for r in sorted(m["regimes"], key=lambda r: r["dose"]["sft_gradient_share"]):
+        for measure in m["measures"]:
+            for family in m["compare"]:
+                for fraction, c in zip(m["fractions"], r["comparisons"][measure][family], strict=True):
+                    total += 1
+                    ci = c.get("ci")
+                    if ci is not None and (ci[0] > 0 or ci[1] < 0):
+                        shown.append(
+                            f"{family} − {m['reference']} in `{r['name']}`, {measure} at {level_label(fraction)}: "
+                            f"{c['verdict']}"
+                        )
+    if not shown:
+        return (
+            f"Across the whole map, none of its {total} comparisons shows a difference (every 95% interval covers 0)."
+        )
+    return (
+        f"Across the whole map, {len(shown)} of its {total} comparisons show a difference (a 95% interval that "
+        f"excludes 0): {'; '.join(shown)}. Every other one: no difference shown."
+    )
+
+
 def _region_mismatch(config: dict[str, Any], m: dict[str, Any]) -> str | None:
     theirs = m.get("analyze") or {}
     changed = [k for k in REGION_FLAGS if k in theirs and config.get(k) != theirs[k]]
@@ -156,8 +180,9 @@ def advise(summary: dict[str, Any], regime_map: dict[str, Any] | None = None) ->
         )
     head, rows = _table(m, [r for r in (below, above) if r is not None])
     closing = [
+        _shown(m),
         f"This is evidence from the project's own runs{setting} on {len(shares)} regime{'s' * (len(shares) > 1)}, "
         "not a promise: another model, data set, learning rate or budget may behave otherwise. The whole map: "
-        "docs/experiments.md, 'When does EAFT help? The regime map'."
+        "docs/experiments.md, 'When does EAFT help? The regime map'.",
     ]
     return Advice(paragraphs, head, rows, closing)
