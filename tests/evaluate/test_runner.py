@@ -142,3 +142,31 @@ def test_an_evaluation_folder_is_replaced_whole_and_owned_by_one_eval(tmp_path, 
         other.kill()
         other.wait()
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["arc.jsonl", "gsm8k.jsonl"]
+
+
+def test_a_result_recorded_before_an_option_existed_is_not_stale(tmp_path):
+    # results.json of an older eaft lacks options added since; left unset they change nothing, so an experiment
+    # resumed under a newer eaft must not score (and, in process, retrain) every finished point again
+    from eaft.evaluate.runner import data_files, file_sha256, results_are_stale
+    from eaft.evaluate.suite import load_suite
+    from tests.train.tiny import write_tiny_suite
+
+    suite = load_suite(write_tiny_suite(tmp_path))
+    path = tmp_path / "results.json"
+
+    def record(edit):
+        tasks = {}
+        for task in suite.tasks:
+            settings = json.loads(json.dumps(task.settings()))
+            edit(settings["options"])
+            files = {str(i): file_sha256(p) for i, p in enumerate(data_files(task))}
+            tasks[task.name] = {"backend": "native", "settings": settings, "data": files}
+        path.write_text(json.dumps({"tasks": tasks}), encoding="utf-8")
+        return results_are_stale(path, suite)
+
+    assert "preprocess" in suite.tasks[0].settings()["options"]  # an option that older records lack
+    assert record(lambda options: None) is False
+    assert record(lambda options: options.pop("preprocess")) is False  # recorded before the option existed
+    assert record(lambda options: options.update(preprocess="hellaswag")) is True  # recorded with it set
+    assert record(lambda options: options.update(scoring="per_token")) is True  # a real change still counts
+    assert record(lambda options: options.pop("scoring")) is True  # ... and so does a set option gone missing

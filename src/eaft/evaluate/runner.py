@@ -115,9 +115,19 @@ def run_suite(
     return {"identity": identity, "tasks": ordered}
 
 
+def _set_settings(settings: Any) -> Any:
+    """Task settings without their unset (None) entries, at every depth: an option added to eaft after a result
+    was recorded is absent from that record, and an unset option keeps the behaviour from before it existed (the
+    rule every new task option follows), so the two compare equal. A set option still differs from an absent one."""
+    if isinstance(settings, dict):
+        return {k: _set_settings(v) for k, v in settings.items() if v is not None}
+    return settings
+
+
 def results_are_stale(path: Path, suite: Suite) -> bool:
     """A results.json whose tasks differ from `suite`'s: other tasks, settings or data (not merely the suite's
-    comments or where its data lives). Such an evaluation is run again; unchanged tasks come from the cache."""
+    comments, where its data lives, or options added to eaft since, left unset). Such an evaluation is run again;
+    unchanged tasks come from the cache."""
     recorded = json.loads(Path(path).read_text(encoding="utf-8")).get("tasks", {})
     if set(recorded) != {t.name for t in suite.tasks}:
         return True
@@ -127,7 +137,7 @@ def results_are_stale(path: Path, suite: Suite) -> bool:
             continue
         hashes = sorted(file_sha256(p) for p in data_files(task))
         if (
-            record.get("settings") != json.loads(json.dumps(task.settings()))
+            _set_settings(record.get("settings")) != _set_settings(json.loads(json.dumps(task.settings())))
             or sorted(record["data"].values()) != hashes
         ):
             return True
