@@ -363,19 +363,36 @@ def test_an_edited_run_is_refused_and_rerun_trains_it_again(tmp_path, monkeypatc
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(exp.ExperimentError, match=r"run 'sft' was trained with other settings \(learning_rate"):
         exp.run_experiment(exp.load_experiment(path))
+    plan = exp.describe_plan(exp.load_experiment(path))  # --check names the refusal instead of failing on it
+    assert plan[1].startswith("  train sft: refused: ") and "--rerun sft" in plan[1]
+    assert plan[-1] == "1 of 2 steps to run"
     assert yaml.safe_load(stored.read_text())["learning_rate"] == 1e-3  # still what ran
     assert exp.main([str(path), "--rerun", "sft"]) == 0
     assert yaml.safe_load(stored.read_text())["learning_rate"] == 5e-4
     assert yaml.safe_load((tmp_path / "out" / "runs" / "sft" / "config.yaml").read_text())["learning_rate"] == 5e-4
 
 
-def test_a_changed_suite_evaluates_again(tmp_path, monkeypatch):
+def test_a_changed_suite_evaluates_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EAFT_CACHE", str(tmp_path / "cache"))
     path = write_experiment(tmp_path, ["sft"])
+
+    def check() -> list[str]:  # --check: what a run now would do, step by step; it runs nothing
+        capsys.readouterr()
+        assert exp.main([str(path), "--check"]) == 0
+        return capsys.readouterr().out.splitlines()[2:]
+
+    assert check() == ["  eval base: evaluate", "  train sft: train", "2 of 2 steps to run"]
+    assert not (tmp_path / "out" / "runs").exists()
     assert exp.main([str(path)]) == 0
+    assert check() == ["  eval base: done", "  train sft: done", "0 of 2 steps to run"]
     suite = yaml.safe_load((tmp_path / "suite.yaml").read_text())
     suite["general"][0]["scoring"] = "per_char"
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    assert check() == [
+        "  eval base: evaluate again: the suite changed since it ran",
+        "  train sft: train again: points 2 are missing or out of date",
+        "2 of 2 steps to run",
+    ]
     ran = []
     real = runner.run_step
     monkeypatch.setattr(

@@ -41,7 +41,7 @@ import sys
 
 from eaft.data_root import DataRootError, add_data_root_flag, use_data_root
 from eaft.errors import debugging
-from eaft.experiment.runner import Step, plan, run_experiment, run_step
+from eaft.experiment.runner import Step, describe_plan, plan, run_experiment, run_step
 from eaft.experiment.spec import (
     Experiment,
     ExperimentError,
@@ -61,6 +61,7 @@ __all__ = [
     "Step",
     "changed_keys",
     "check_unchanged",
+    "describe_plan",
     "discard_run",
     "load_experiment",
     "main",
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             validate(experiment)
             print(f"{experiment.source}: {len(experiment.runs)} runs and the suite are valid")
+            print(f"what `eaft experiment` would do now, in {experiment.out}:")
+            print("\n".join(describe_plan(experiment)))
             return 0
         report = run_experiment(experiment, args.rerun)
     except (ExperimentError, DataRootError, RuntimeError, ValueError) as err:

@@ -37,6 +37,7 @@ class Step:
     checkpoint: Path | None = None  # the checkpoint this evaluation scores (deleted after it unless kept)
     config: tuple[Path, dict[str, Any]] | None = None  # a training step's config file, written when it runs
     redo: bool = False  # `done` exists but is out of date: run the step again
+    run_dir_started: bool = False  # a training step whose run folder holds files from an earlier, unfinished try
 
 
 def _python(args: list[str]) -> list[str]:
@@ -102,7 +103,9 @@ def _train_step(experiment: Experiment, run: RunSpec) -> Step:
     path = config_path(experiment, run)
     prefix = [*experiment.launcher, "-m", "eaft.cli"] if experiment.launcher else _python([])
     command = [*prefix, "train", str(path)]
-    return Step("train", run.name, command, run_dir / "report.md", config=(path, config), redo=redo)
+    started = run_dir.is_dir() and any(run_dir.iterdir())
+    return Step("train", run.name, command, run_dir / "report.md", config=(path, config), redo=redo,
+                run_dir_started=started)  # fmt: skip
 
 
 def _eval_step(experiment: Experiment, run: RunSpec | None, *, step: int, weights: Path | None = None) -> Step:
@@ -149,6 +152,40 @@ def plan(experiment: Experiment) -> list[Step]:
         if not experiment.in_process:
             steps += checkpoint_evals(experiment, run)
     return steps
+
+
+def step_status(step: Step, experiment: Experiment) -> str:
+    """What running the experiment now would do with `step`, in the words `--check` prints."""
+    if step.kind == "train" and step.redo:
+        run = next(r for r in experiment.runs if r.name == step.name)
+        points = ", ".join(map(str, stale_points(experiment, run)))
+        return f"train again: points {points} are missing or out of date"
+    if _is_stale_eval(step, experiment):
+        return "evaluate again: the suite changed since it ran"
+    if step.done.exists():
+        return "done"
+    if step.kind == "train" and step.run_dir_started:
+        return "train (started before: resumes from its last checkpoint, or from the start without one)"
+    return "train" if step.kind == "train" else "evaluate"
+
+
+def describe_plan(experiment: Experiment) -> list[str]:
+    """One line per step of `plan(experiment)` with what running it now would do, then how many steps would run;
+    a run whose settings were edited since it trained is named as refused. Reads the files only: runs nothing."""
+    from eaft.experiment.spec import ExperimentError
+
+    lines, todo = [], 0
+    steps = plan(experiment)
+    for step in steps:
+        try:
+            if step.kind == "train":
+                check_unchanged(experiment, next(r for r in experiment.runs if r.name == step.name))
+            status = step_status(step, experiment)
+        except ExperimentError as err:
+            status = f"refused: {err}"
+        todo += status != "done"
+        lines.append(f"  {step.kind} {step.name}: {status}")
+    return [*lines, f"{todo} of {len(steps)} steps to run"]
 
 
 def run_step(step: Step, log_dir: Path) -> None:
