@@ -365,7 +365,7 @@ def test_an_edited_run_is_refused_and_rerun_trains_it_again(tmp_path, monkeypatc
         exp.run_experiment(exp.load_experiment(path))
     plan = exp.describe_plan(exp.load_experiment(path))  # --check names the refusal instead of failing on it
     assert plan[1].startswith("  train sft: refused: ") and "--rerun sft" in plan[1]
-    assert plan[-1] == "1 of 2 steps to run"
+    assert plan[-1] == "0 of 2 steps to run; 1 refused: a run now stops at the first of them, naming it"
     assert yaml.safe_load(stored.read_text())["learning_rate"] == 1e-3  # still what ran
     assert exp.main([str(path), "--rerun", "sft"]) == 0
     assert yaml.safe_load(stored.read_text())["learning_rate"] == 5e-4

@@ -174,18 +174,21 @@ def describe_plan(experiment: Experiment) -> list[str]:
     a run whose settings were edited since it trained is named as refused. Reads the files only: runs nothing."""
     from eaft.experiment.spec import ExperimentError
 
-    lines, todo = [], 0
+    lines, todo, refused = [], 0, 0
     steps = plan(experiment)
     for step in steps:
         try:
             if step.kind == "train":
                 check_unchanged(experiment, next(r for r in experiment.runs if r.name == step.name))
             status = step_status(step, experiment)
+            todo += status != "done"
         except ExperimentError as err:
-            status = f"refused: {err}"
-        todo += status != "done"
+            status, refused = f"refused: {err}", refused + 1
         lines.append(f"  {step.kind} {step.name}: {status}")
-    return [*lines, f"{todo} of {len(steps)} steps to run"]
+    total = f"{todo} of {len(steps)} steps to run"
+    if refused:
+        total += f"; {refused} refused: a run now stops at the first of them, naming it"
+    return [*lines, total]
 
 
 def run_step(step: Step, log_dir: Path) -> None:
