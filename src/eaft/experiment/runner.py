@@ -36,8 +36,13 @@ class Step:
     done: Path  # exists once the step has finished
     checkpoint: Path | None = None  # the checkpoint this evaluation scores (deleted after it unless kept)
     config: tuple[Path, dict[str, Any]] | None = None  # a training step's config file, written when it runs
-    redo: bool = False  # `done` exists but is out of date: run the step again
-    run_dir_started: bool = False  # a training step whose run folder holds files from an earlier, unfinished try
+    stale: tuple[int, ...] = ()  # a finished in-process run's points without current results: train it again
+    run_dir_started: bool = False  # a training step whose run folder holds files from an earlier try
+
+    @property
+    def redo(self) -> bool:
+        """`done` exists but is out of date: run the step again."""
+        return bool(self.stale)
 
 
 def _python(args: list[str]) -> list[str]:
@@ -93,18 +98,18 @@ def _train_step(experiment: Experiment, run: RunSpec) -> Step:
 
     run_dir = run.run_dir
     config = dict(run.config)
-    redo = bool(experiment.in_process and stale_points(experiment, run))
-    if redo:
+    stale = tuple(stale_points(experiment, run)) if experiment.in_process else ()
+    started = run_dir.is_dir() and any(run_dir.iterdir())
+    if stale:
         config["overwrite_output_dir"] = True  # trained again to score the points it lacks; the others are kept
     elif complete_checkpoints(run_dir):
         config["resume"] = True
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
+    elif started:
         config["overwrite_output_dir"] = True  # started, but died before its first checkpoint
     path = config_path(experiment, run)
     prefix = [*experiment.launcher, "-m", "eaft.cli"] if experiment.launcher else _python([])
     command = [*prefix, "train", str(path)]
-    started = run_dir.is_dir() and any(run_dir.iterdir())
-    return Step("train", run.name, command, run_dir / "report.md", config=(path, config), redo=redo,
+    return Step("train", run.name, command, run_dir / "report.md", config=(path, config), stale=stale,
                 run_dir_started=started)  # fmt: skip
 
 
@@ -156,10 +161,8 @@ def plan(experiment: Experiment) -> list[Step]:
 
 def step_status(step: Step, experiment: Experiment) -> str:
     """What running the experiment now would do with `step`, in the words `--check` prints."""
-    if step.kind == "train" and step.redo:
-        run = next(r for r in experiment.runs if r.name == step.name)
-        points = ", ".join(map(str, stale_points(experiment, run)))
-        return f"train again: points {points} are missing or out of date"
+    if step.redo:
+        return f"train again: points {', '.join(map(str, step.stale))} are missing or out of date"
     if _is_stale_eval(step, experiment):
         return "evaluate again: the suite changed since it ran"
     if step.done.exists():
