@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from eaft.analysis.regime_map_report import cell, level_label, share
+from eaft.analysis.regime_map_report import cell, each_comparison, level_label, share
 
 RESOURCE = "regime_map.json"
 TITLE = "Where this data falls on the regime map"
@@ -101,17 +101,12 @@ def _table(m: dict[str, Any], regimes: list[dict[str, Any]]) -> tuple[list[str],
 def _shown(m: dict[str, Any]) -> str:
     """The whole map in one paragraph: which comparisons, in any regime, have an interval that excludes 0."""
     shown, total = [], 0
-    for r in sorted(m["regimes"], key=lambda r: r["dose"]["sft_gradient_share"]):
-        for measure in m["measures"]:
-            for family in m["compare"]:
-                for fraction, c in zip(m["fractions"], r["comparisons"][measure][family], strict=True):
-                    total += 1
-                    ci = c.get("ci")
-                    if ci is not None and (ci[0] > 0 or ci[1] < 0):
-                        shown.append(
-                            f"{family} − {m['reference']} in `{r['name']}`, {measure} at {level_label(fraction)}: "
-                            f"{c['verdict']}"
-                        )
+    for r, measure, family, fraction, c in each_comparison(m):
+        total += 1
+        ci = c.get("ci")
+        if ci is not None and (ci[0] > 0 or ci[1] < 0):
+            where = f"{family} − {m['reference']} in `{r['name']}`, {measure} at {level_label(fraction)}"
+            shown.append(f"{where}: {c['verdict']}")
     if not shown:
         return (
             f"Across the whole map, none of its {total} comparisons shows a difference (every 95% interval covers 0)."

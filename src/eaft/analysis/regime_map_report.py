@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +102,25 @@ def map_markdown(m: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def each_comparison(
+    m: dict[str, Any], measures: list[str] | None = None
+) -> Iterator[tuple[dict[str, Any], str, str, float, dict[str, Any]]]:
+    """(regime, measure, family, fraction, comparison) for every comparison on the map (of `measures`, default
+    all), the regimes in dose order."""
+    for r in sorted(m["regimes"], key=lambda r: r["dose"]["sft_gradient_share"]):
+        for measure in measures or m["measures"]:
+            for family in m["compare"]:
+                for fraction, c in zip(m["fractions"], r["comparisons"][measure][family], strict=True):
+                    yield r, measure, family, fraction, c
+
+
 def _points(m: dict[str, Any], measure: str) -> list[dict[str, Any]]:
     """One plotted point per regime, family and level: x (share), y (difference), interval, style keys."""
-    out = []
-    for r in m["regimes"]:
-        for family in m["compare"]:
-            for fraction, c in zip(m["fractions"], r["comparisons"][measure][family], strict=True):
-                if c["delta"] is not None:
-                    x = r["dose"]["sft_gradient_share"]
-                    out.append({"x": x, "family": family, "fraction": fraction, "level": r["interval_level"], **c})
-    return out
+    return [
+        {"x": r["dose"]["sft_gradient_share"], "family": family, "fraction": fraction, "level": r["interval_level"]} | c
+        for r, _, family, fraction, c in each_comparison(m, [measure])
+        if c["delta"] is not None
+    ]
 
 
 def reach_label(comparison: dict[str, Any], level: float) -> str | None:

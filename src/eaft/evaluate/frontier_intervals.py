@@ -101,6 +101,7 @@ def add_intervals(
     for series, curve in front["curves"].items():
         families.setdefault(curve["family"], []).append(series)
     draws = {f: rng.integers(0, len(seeds), size=(resamples, len(seeds))) for f, seeds in families.items()}
+    seed_counts = {f: len(seeds) for f, seeds in families.items()}
     for measure, per_level in front["measures"].items():
         tasks = general if measure == GENERAL_AVG else [measure]
         y = _measure(scores, tasks)
@@ -114,7 +115,7 @@ def add_intervals(
                         values.append(crossing(x[rows], y[rows], entry["level"]))
                     picked = np.stack(values)[draws[family].T, np.arange(resamples)]  # [seeds, R]
                     family_values[family] = _nanmean(picked)
-            _family_intervals(entry, front["reference"], family_values, {f: len(s) for f, s in families.items()})
+            _family_intervals(entry, front["reference"], family_values, seed_counts)
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
